@@ -1,0 +1,132 @@
+"""The one exception tree of dalang.
+
+::
+
+    DalangError
+    ├── PlanError                      a plan that cannot be built as written
+    │   ├── ColumnNotFound (KeyError)  a column name that is not in the input
+    │   ├── TypeMismatch (TypeError)   an expression over types that do not fit
+    │   └── SchemaMismatch             inputs whose schemas must agree but do not
+    ├── SqlError                       SQL that cannot be turned into a plan
+    │   └── SqlSyntaxError             SQL that does not parse (carries line/column)
+    ├── SourceError                    a reader that cannot read its input
+    │   ├── SourceNotFound (FileNotFoundError)
+    │   └── MalformedInput (ValueError)   a row that does not parse (carries the line)
+    ├── ExecutionError                 a failure while a plan runs
+    │   ├── UdfError                   a user function raised (carries the operator)
+    │   └── PlatformError              a platform failed on a fragment
+    ├── OptimizerError                 no platform can run some operator
+    └── PlatformUnavailable (ImportError)  an optional engine that is not installed
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class DalangError(Exception):
+    """Root of every error dalang raises on purpose."""
+
+
+class PlanError(DalangError):
+    """A plan that cannot be built as written."""
+
+
+class ColumnNotFound(PlanError, KeyError):
+    """A column name that is not in the input; suggests the closest names."""
+
+    def __init__(self, name: str, available: Iterable[str], *, where: str = "input") -> None:
+        self.name = name
+        self.available = tuple(available)
+        self.where = where
+        close = difflib.get_close_matches(name, self.available, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        shown = ", ".join(self.available[:20])
+        more = ", ..." if len(self.available) > 20 else ""
+        super().__init__(f"{name!r} not in {where}{hint} (columns: {shown}{more})")
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0])
+
+
+class TypeMismatch(PlanError, TypeError):
+    """An expression over types that do not fit together."""
+
+
+class SchemaMismatch(PlanError):
+    """Inputs whose schemas must agree (union, federation) but do not."""
+
+
+class SqlError(DalangError):
+    """SQL that cannot be turned into a plan."""
+
+
+class SqlSyntaxError(SqlError):
+    """SQL that does not parse; carries the position of the problem."""
+
+    def __init__(self, message: str, *, line: int | None = None, column: int | None = None) -> None:
+        self.line = line
+        self.column = column
+        super().__init__(message)
+
+
+class SourceError(DalangError):
+    """A reader that cannot read its input."""
+
+
+class SourceNotFound(SourceError, FileNotFoundError):
+    """A path that does not exist."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"no such file: {path!r}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class MalformedInput(SourceError, ValueError):
+    """An input row that does not parse; ``line`` is 1-based when known."""
+
+    def __init__(self, message: str, *, path: str, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = f"{path}, line {line}" if line is not None else path
+        super().__init__(f"{where}: {message}")
+
+
+class ExecutionError(DalangError):
+    """A failure while a plan runs."""
+
+
+class UdfError(ExecutionError):
+    """A user function raised; the original exception is ``__cause__``."""
+
+    def __init__(self, operator: str, function: str, error: BaseException) -> None:
+        self.operator = operator
+        self.function = function
+        self.original = error
+        super().__init__(
+            f"user function {function} in {operator} raised {type(error).__name__}: {error}"
+        )
+
+
+class PlatformError(ExecutionError):
+    """A platform failed while running a fragment of a plan."""
+
+    def __init__(self, platform: str, message: str) -> None:
+        self.platform = platform
+        super().__init__(f"[{platform}] {message}")
+
+
+class OptimizerError(DalangError):
+    """No allowed platform can run some operator of the plan."""
+
+
+class PlatformUnavailable(DalangError, ImportError):
+    """An optional engine that is not installed; says what to install."""
+
+    def __init__(self, platform: str, extra: str) -> None:
+        self.platform = platform
+        super().__init__(f"the {platform} platform needs: pip install 'dalang[{extra}]'")

@@ -1,0 +1,1 @@
+"""Logical plans: frozen operator and expression nodes, their schemas and their JSON form."""

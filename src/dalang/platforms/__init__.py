@@ -1,0 +1,1 @@
+"""Execution platforms: each runs plan fragments and takes and returns Arrow."""

@@ -145,7 +145,7 @@ def _(expr: Call) -> E:
             return _call("subtract", x, _call("multiply", _call("cast", _floordiv(x, b), options=pc.CastOptions(pa.int64())), b))
         case "round":
             nd = int(_literal_value(args[1], "round's ndigits"))
-            return _call("round", x, options=pc.RoundOptions(nd, "half_to_even"))
+            return _call("round", x, options=pc.RoundOptions(nd, "half_towards_infinity"))
         case "coalesce":
             return _call("coalesce", *(to_arrow_expr(a) for a in args))
         case "str_contains":

@@ -1,0 +1,235 @@
+"""Context: readers, SQL, the platforms the optimizer may use, and running plans."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from dalang.dataset import Dataset
+from dalang.errors import DalangError, PlanError, SourceNotFound, TypeMismatch
+from dalang.executor import Executor
+from dalang.optimizer.cost import CostModel
+from dalang.optimizer.history import History, OperatorRecord
+from dalang.optimizer.placement import PlacedPlan, place
+from dalang.optimizer.rules import RULES, Rule, optimize
+from dalang.plan.nodes import Node, Scan, walk_plan
+from dalang.platforms.base import Platform
+from dalang.platforms.registry import DEFAULT_PLATFORMS, create_platform
+from dalang.sources.files import CsvSource, JsonSource, ParquetSource, TextSource
+from dalang.sources.memory import ArrowSource
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class Context:
+    """Entry point: read data, write SQL, and run plans on the best platforms.
+
+    Parameters
+    ----------
+    platforms
+        Names of the platforms the optimizer may choose from (default: python,
+        polars, duckdb). One name forces every operator onto that platform.
+    history
+        Record every run in the execution history (SQLite under the user's data
+        directory, or ``$DALANG_HOME``); a path stores it there instead.
+    progress
+        Show a progress bar for jobs that run longer than a second.
+
+    Examples
+    --------
+    >>> import dalang as dl
+    >>> ctx = dl.Context(platforms=["duckdb", "python"])
+    >>> ctx.from_records([{"x": 1}, {"x": 2}]).agg(total=dl.col("x").sum()).collect()
+    [{'total': 3}]
+    """
+
+    def __init__(
+        self,
+        *,
+        platforms: Sequence[str] | None = None,
+        history: bool | str | os.PathLike[str] = True,
+        progress: bool = True,
+        rules: Sequence[Rule] = RULES,
+    ) -> None:
+        names = list(platforms) if platforms is not None else list(DEFAULT_PLATFORMS)
+        if not names:
+            raise PlanError("a Context needs at least one platform")
+        self._platforms: dict[str, Platform] = {n: create_platform(n) for n in names}
+        self._rules = tuple(rules)
+        self._cost_model = CostModel()
+        self._executor = Executor(progress=progress)
+        self._history: History | None = None
+        if history is not False:
+            path = None if history is True else history
+            try:
+                self._history = History(path)  # type: ignore[arg-type]
+            except OSError:
+                self._history = None  # a read-only home must not stop queries
+        self.last_placed: PlacedPlan | None = None
+
+    @property
+    def platforms(self) -> list[str]:
+        return list(self._platforms)
+
+    @property
+    def history(self) -> History | None:
+        return self._history
+
+    def close(self) -> None:
+        for p in self._platforms.values():
+            p.close()
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- readers -------------------------------------------------------
+    def _scan(self, source: Any) -> Dataset:
+        return Dataset(self, Scan(source))
+
+    def read_parquet(self, path: str | os.PathLike[str]) -> Dataset:
+        """A Parquet file or a directory of Parquet files."""
+        p = _existing(path)
+        source = ParquetSource(p)
+        source.schema  # noqa: B018 - fail now on a bad file, not at run time
+        return self._scan(source)
+
+    def read_csv(
+        self, path: str | os.PathLike[str], *, delimiter: str = ",", header: bool = True
+    ) -> Dataset:
+        """A CSV file; column types are inferred from its first block."""
+        source = CsvSource(_existing(path), delimiter, header)
+        source.schema  # noqa: B018
+        return self._scan(source)
+
+    def read_json(self, path: str | os.PathLike[str]) -> Dataset:
+        """A JSON lines file (one object per line)."""
+        source = JsonSource(_existing(path))
+        source.schema  # noqa: B018
+        return self._scan(source)
+
+    def read_text(self, path: str | os.PathLike[str]) -> Dataset:
+        """A text file as plain values: one string per line."""
+        return self._scan(TextSource(_existing(path)))
+
+    def from_arrow(self, table: pa.Table | pa.RecordBatch, *, name: str | None = None) -> Dataset:
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        if not isinstance(table, pa.Table):
+            raise TypeMismatch(f"from_arrow takes a pyarrow Table, got {type(table).__name__}")
+        source = ArrowSource(table) if name is None else ArrowSource(table, name)
+        return self._scan(source)
+
+    def from_pandas(self, df: pd.DataFrame, *, name: str | None = None) -> Dataset:
+        return self.from_arrow(pa.Table.from_pandas(df, preserve_index=False), name=name)
+
+    def from_records(
+        self, records: Iterable[Any], *, schema: pa.Schema | None = None
+    ) -> Dataset:
+        """Rows as dicts (named columns) or plain values (strings, numbers, tuples)."""
+        from dalang.rows import rows_to_table
+
+        return self.from_arrow(rows_to_table(list(records), schema))
+
+    # ---- SQL -----------------------------------------------------------
+    def sql(self, query: str, **tables: Dataset) -> Dataset:
+        """Run SQL over datasets named by keyword.
+
+        Examples
+        --------
+        >>> ctx.sql("SELECT x, count(*) AS n FROM t GROUP BY x", t=ctx.from_records([{"x": 1}]))
+        """
+        from dalang.plan.sql import sql_to_plan
+
+        for name, ds in tables.items():
+            if not isinstance(ds, Dataset):
+                raise TypeMismatch(f"table {name!r} must be a Dataset, got {type(ds).__name__}")
+        node = sql_to_plan(query, {name: ds.node for name, ds in tables.items()})
+        return Dataset(self, node)
+
+    # ---- running -------------------------------------------------------
+    def plan(self, node: Node) -> PlacedPlan:
+        """Optimise and place a plan without running it."""
+        optimized = optimize(node, self._rules)
+        return place(optimized, list(self._platforms.values()), cost_model=self._cost_model)
+
+    def execute(self, node: Node) -> pa.Table:
+        """Optimise, place and run a plan; returns Arrow."""
+        placed = self.plan(node)
+        return self._run(placed)
+
+    def execute_batches(self, node: Node) -> Iterator[pa.RecordBatch]:
+        placed = self.plan(node)
+        yield from self._executor.run_batches(placed)
+
+    def explain(self, node: Node, *, analyze: bool = False) -> str:
+        from dalang.explain import render
+
+        placed = self.plan(node)
+        if analyze:
+            self._run(placed)
+        return render(placed, analyze=analyze)
+
+    def _run(self, placed: PlacedPlan) -> pa.Table:
+        self.last_placed = placed
+        started = time.perf_counter()
+        status = "error"
+        table: pa.Table | None = None
+        try:
+            table = self._executor.run(placed)
+            status = "ok"
+            return table
+        finally:
+            self._record(placed, time.perf_counter() - started, table, status)
+
+    def _record(
+        self, placed: PlacedPlan, seconds: float, table: pa.Table | None, status: str
+    ) -> None:
+        if self._history is None:
+            return
+        from dalang.plan.display import describe
+
+        ops = []
+        for node in walk_plan(placed.root):
+            est = placed.estimates[id(node)]
+            actual = placed.actual.get(id(node))
+            in_est = [placed.estimates[id(c)] for c in node.inputs]
+            ops.append(
+                OperatorRecord(
+                    operator=type(node).__name__,
+                    platform=placed.platform_of(node).name,
+                    est_rows=est.rows,
+                    actual_rows=actual[0] if actual else None,
+                    seconds=actual[1] if actual else None,
+                    in_rows=sum(e.rows for e in in_est),
+                    in_bytes=sum(e.bytes for e in in_est),
+                )
+            )
+        plan_text = "\n".join(describe(n) for n in walk_plan(placed.root))
+        try:
+            self._history.record(
+                plan=plan_text,
+                platforms={placed.platform_of(n).name for n in walk_plan(placed.root)},
+                seconds=seconds,
+                rows=table.num_rows if table is not None else 0,
+                status=status,
+                operators=ops,
+            )
+        except (OSError, DalangError):
+            pass  # the history is best effort; a full disk must not fail the query
+
+
+def _existing(path: str | os.PathLike[str]) -> str:
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise SourceNotFound(p)
+    return p
+
+

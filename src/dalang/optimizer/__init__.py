@@ -1,0 +1,1 @@
+"""The optimizer: rewrite rules, cardinality and cost estimates, and platform placement."""

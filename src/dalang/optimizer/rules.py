@@ -115,6 +115,10 @@ def _fold(expr: ExprNode) -> ExprNode:
     children = expr.children()
     if not children or not all(isinstance(c, Literal) for c in children):
         return expr
+    if isinstance(expr, Call) and expr.op in {"add", "sub"}:
+        dated = _fold_dates(expr)
+        if dated is not None:
+            return dated
     try:
         from dalang.plan.schema import expr_type
         from dalang.platforms.arrow_exprs import evaluate
@@ -131,11 +135,30 @@ def fold_constants(plan: Node) -> Node:
 
     def fold_node(node: Node) -> Node:
         node = map_node_exprs(node, lambda e: _keep_name(e, transform_expr(e, _fold)))
-        if isinstance(node, Filter) and node.predicate == Literal(True):
+        if isinstance(node, Filter) and _is_true(node.predicate):
             return node.input
         return node
 
     return transform_up(plan, fold_node)
+
+
+def _is_true(e: ExprNode) -> bool:
+    return isinstance(e, Literal) and e.value is True
+
+
+def _fold_dates(expr: Call) -> ExprNode | None:
+    """``date +/- days`` and ``date - date`` over constants, which Arrow cannot compute."""
+    import datetime
+
+    a, b = (arg.value for arg in expr.args if isinstance(arg, Literal))
+    if not isinstance(a, datetime.date) or isinstance(a, datetime.datetime):
+        return None
+    if expr.op in {"add", "sub"} and isinstance(b, int) and not isinstance(b, bool):
+        days = datetime.timedelta(days=b)
+        return Literal(a + days if expr.op == "add" else a - days, pa.date32())
+    if expr.op == "sub" and isinstance(b, datetime.date):
+        return Literal((a - b).days, pa.int64())
+    return None
 
 
 def _keep_name(before: ExprNode, after: ExprNode) -> ExprNode:

@@ -37,7 +37,7 @@ from dalang.plan.nodes import (
     StageInput,
     Union,
 )
-from dalang.plan.schema import expr_type, join_output_fields, join_output_fields_all
+from dalang.plan.schema import expr_type, join_output_fields_all
 from dalang.platforms.base import CostParams, Platform
 
 #: Prefix of the helper columns this module adds and drops again (renamed right sides,
@@ -190,7 +190,8 @@ def _(node: Aggregate, inputs: Mapping[str, pa.Table]) -> pl.LazyFrame:
         frame = frame.with_columns(operands)
     if not node.keys:
         return frame.select(aggs)
-    return frame.group_by(list(node.keys)).agg(aggs).select([*node.keys, *(a.name for a in node.aggs)])
+    grouped = frame.group_by(list(node.keys)).agg(aggs)
+    return grouped.select([*node.keys, *(a.name for a in node.aggs)])
 
 
 def _nonempty(operand: pl.Expr, value: pl.Expr) -> pl.Expr:
@@ -376,9 +377,7 @@ class _JoinBuilder:
         """Output columns for rows of one side that matched nothing (the other side null)."""
         out = []
         for field, (origin, src) in self.fields_all:
-            if origin == "key":
-                expr = pl.col(src) if side == "left" else pl.col(self.hidden_right[src])
-            elif origin == side:
+            if origin in {"key", side}:
                 expr = pl.col(src) if side == "left" else pl.col(self.hidden_right[src])
             else:
                 expr = pl.lit(None, dtype=_pl_type(field.type))
@@ -533,7 +532,8 @@ def _round(args: list[pl.Expr], types: list[pa.DataType], call: Call) -> pl.Expr
             return x
         step = 10**-ndigits
         # integer arithmetic, half away from zero: sign(x) * floor((|x| + step/2) / step) * step
-        return ((x.abs() + step // 2) // step * step * x.sign()).cast(_pl_type(t))
+        rounded: pl.Expr = (x.abs() + step // 2) // step * step * x.sign()
+        return rounded.cast(_pl_type(t))
     if ndigits >= 0:
         return x.round(ndigits, mode="half_away_from_zero")
     step = 10.0**-ndigits
@@ -559,9 +559,7 @@ def _like_regex(pattern: str) -> str:
 _REGEX_META = frozenset("\\.+*?()|[]{}^$#&-~")
 
 
-def _pattern_op(
-    fn: Callable[[pl.Expr, str], pl.Expr], what: str
-) -> _CallBuilder:
+def _pattern_op(fn: Callable[[pl.Expr, str], pl.Expr], what: str) -> _CallBuilder:
     def build(args: list[pl.Expr], types: list[pa.DataType], call: Call) -> pl.Expr:
         pattern = _literal_value(call.args[1], what)
         if pattern is None:

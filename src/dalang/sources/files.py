@@ -9,7 +9,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.dataset as ds
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
@@ -73,7 +72,9 @@ class ParquetSource(_FileSource):
     kind = "parquet"
 
     @cached_property
-    def _dataset(self) -> ds.Dataset:
+    def _dataset(self) -> Any:
+        import pyarrow.dataset as ds  # imports pandas when present: keep it off `import dalang`
+
         _check_path(self.path)
         try:
             return ds.dataset(self.path, format="parquet")

@@ -119,9 +119,7 @@ def q10(ctx: dl.Context, data_dir: str) -> dl.Dataset:
         customer.join(orders, left_on="c_custkey", right_on="o_custkey")
         .join(lineitem, left_on="o_orderkey", right_on="l_orderkey")
         .join(nation, left_on="c_nationkey", right_on="n_nationkey")
-        .group_by(
-            "c_custkey", "c_name", "c_acctbal", "c_phone", "n_name", "c_address", "c_comment"
-        )
+        .group_by("c_custkey", "c_name", "c_acctbal", "c_phone", "n_name", "c_address", "c_comment")
         .agg(revenue=_revenue().sum())
         .select(
             "c_custkey",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -130,9 +131,7 @@ class Context:
     def from_pandas(self, df: pd.DataFrame, *, name: str | None = None) -> Dataset:
         return self.from_arrow(pa.Table.from_pandas(df, preserve_index=False), name=name)
 
-    def from_records(
-        self, records: Iterable[Any], *, schema: pa.Schema | None = None
-    ) -> Dataset:
+    def from_records(self, records: Iterable[Any], *, schema: pa.Schema | None = None) -> Dataset:
         """Rows as dicts (named columns) or plain values (strings, numbers, tuples)."""
         from dalang.rows import rows_to_table
 
@@ -213,7 +212,8 @@ class Context:
                 )
             )
         plan_text = "\n".join(describe(n) for n in walk_plan(placed.root))
-        try:
+        with contextlib.suppress(OSError, DalangError):
+            # the history is best effort; a full disk must not fail the query
             self._history.record(
                 plan=plan_text,
                 platforms={placed.platform_of(n).name for n in walk_plan(placed.root)},
@@ -222,8 +222,6 @@ class Context:
                 status=status,
                 operators=ops,
             )
-        except (OSError, DalangError):
-            pass  # the history is best effort; a full disk must not fail the query
 
 
 def _existing(path: str | os.PathLike[str]) -> str:
@@ -231,5 +229,3 @@ def _existing(path: str | os.PathLike[str]) -> str:
     if not os.path.exists(p):
         raise SourceNotFound(p)
     return p
-
-

@@ -100,7 +100,8 @@ class Dataset:
         if callable(predicate):
             return self._new(FilterRows(self._node, Udf(predicate)))
         raise TypeMismatch(
-            f"filter takes an expression (dl.col(...) > 1) or a callable, got {type(predicate).__name__}"
+            "filter takes an expression (dl.col(...) > 1) or a callable, "
+            f"got {type(predicate).__name__}"
         )
 
     def select(self, *exprs: str | Expr, **named: Any) -> Dataset:
@@ -132,7 +133,10 @@ class Dataset:
         how: str = "inner",
         suffix: str = "_right",
     ) -> Dataset:
-        """Join with ``other`` on equal keys; ``how`` is inner, left, right, full, semi, anti or cross."""
+        """Join with ``other`` on equal keys.
+
+        ``how`` is inner, left, right, full, semi, anti or cross.
+        """
         if how not in JOIN_HOWS:
             raise PlanError(f"unknown join how={how!r}; choose one of {', '.join(JOIN_HOWS)}")
         if how == "cross":
@@ -169,9 +173,7 @@ class Dataset:
         names = _names(list(keys))
         if not names:
             raise PlanError("sort needs at least one column")
-        desc = (
-            (descending,) * len(names) if isinstance(descending, bool) else tuple(descending)
-        )
+        desc = (descending,) * len(names) if isinstance(descending, bool) else tuple(descending)
         if len(desc) != len(names):
             raise PlanError(f"sort got {len(names)} columns but {len(desc)} descending flags")
         return self._new(Sort(self._node, names, desc))
@@ -295,8 +297,8 @@ class GroupBy:
         """Aggregates as ``name=dl.col(x).sum()`` (or aliased expressions)."""
         aggs: list[Alias] = []
         for e in exprs:
-            node = as_node(e)
-            aggs.append(node if isinstance(node, Alias) else Alias(node, output_name(node)))
+            given = as_node(e)
+            aggs.append(given if isinstance(given, Alias) else Alias(given, output_name(given)))
         aggs += [Alias(as_node(v), k) for k, v in named.items()]
         if not aggs:
             raise PlanError("agg needs at least one aggregate, e.g. n=dl.col('x').count()")
@@ -315,10 +317,10 @@ class GroupBy:
                 raise TypeMismatch(
                     f"agg({a.name}=...) is not an aggregate; use .sum(), .mean(), .count(), ..."
                 )
-        node: Node = Aggregate(self._dataset.node, self._keys, tuple(plain))
+        plan: Node = Aggregate(self._dataset.node, self._keys, tuple(plain))
         if needs_post:
-            node = Project(_checked(node), tuple(Column(k) for k in self._keys) + tuple(post))
-        return self._dataset._new(node)
+            plan = Project(_checked(plan), (*(Column(k) for k in self._keys), *post))
+        return self._dataset._new(plan)
 
 
 def _lift_aggs(expr: ExprNode, plain: list[Alias]) -> ExprNode:

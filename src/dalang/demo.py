@@ -18,8 +18,9 @@ SEGMENTS = ("retail", "business", "private")
 CHANNELS = ("card", "transfer", "online", "atm")
 
 
-def generate_bank(directory: Path, *, customers: int = 2_000, transactions: int = 100_000,
-                  seed: int = 7) -> tuple[Path, Path]:
+def generate_bank(
+    directory: Path, *, customers: int = 2_000, transactions: int = 100_000, seed: int = 7
+) -> tuple[Path, Path]:
     """Write customers.parquet and transactions.parquet; returns their paths."""
     rng = np.random.default_rng(seed)
     cust = pa.table(
@@ -38,8 +39,13 @@ def generate_bank(directory: Path, *, customers: int = 2_000, transactions: int 
             "customer_id": pa.array(rng.integers(0, customers, transactions)),
             "amount": pa.array(amount),
             "channel": pa.array(rng.choice(CHANNELS, transactions)),
-            "day": pa.array([start + datetime.timedelta(days=int(d))
-                             for d in rng.integers(0, 365, transactions)], pa.date32()),
+            "day": pa.array(
+                [
+                    start + datetime.timedelta(days=int(d))
+                    for d in rng.integers(0, 365, transactions)
+                ],
+                pa.date32(),
+            ),
             "is_fraud": pa.array(rng.random(transactions) < 0.02 + 0.1 * (amount > 400)),
         }
     )
@@ -86,16 +92,23 @@ def run_demo(*, transactions: int = 100_000, console: Console | None = None) -> 
         matrix = pipeline.to_numpy()
         by_channel = (
             tx.group_by("channel")
-            .agg(n=dl.col("tx_id").count(), fraud_rate=dl.col("is_fraud").cast("float64").mean(),
-                 avg_amount=dl.col("amount").mean())
+            .agg(
+                n=dl.col("tx_id").count(),
+                fraud_rate=dl.col("is_fraud").cast("float64").mean(),
+                avg_amount=dl.col("amount").mean(),
+            )
             .sort("channel")
         )
         table = Table(title="transactions by channel")
         for name in ("channel", "n", "fraud_rate", "avg_amount"):
             table.add_column(name)
         for row in by_channel.collect():
-            table.add_row(row["channel"], f"{row['n']:,}", f"{row['fraud_rate']:.3f}",
-                          f"{row['avg_amount']:.2f}")
+            table.add_row(
+                row["channel"],
+                f"{row['n']:,}",
+                f"{row['fraud_rate']:.3f}",
+                f"{row['avg_amount']:.2f}",
+            )
         console.print(table)
         summary = {
             "rows": float(matrix.shape[0]),

@@ -11,9 +11,9 @@ from types import TracebackType
 import pyarrow as pa
 
 from dalang.errors import DalangError, PlatformError
+from dalang.optimizer.placement import PlacedPlan
 from dalang.plan.nodes import Node, StageInput, is_values
 from dalang.platforms.base import Platform
-from dalang.optimizer.placement import PlacedPlan
 
 #: A job shows a progress bar once it has run this long.
 PROGRESS_AFTER_S = 1.0
@@ -124,9 +124,13 @@ class _Progress:
             return
         with self._lock:
             bar = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                TextColumn("{task.completed}/{task.total} stages"), TimeElapsedColumn(),
-                console=console, transient=True,
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} stages"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
             )
             bar.start()
             self._task = bar.add_task(self._text, total=self._total, completed=self._done)
@@ -185,7 +189,9 @@ class Executor:
                 results[stage.name] = self._run_stage(placed, stage, results)
         return results
 
-    def _run_stage(self, placed: PlacedPlan, stage: Stage, results: dict[str, pa.Table]) -> pa.Table:
+    def _run_stage(
+        self, placed: PlacedPlan, stage: Stage, results: dict[str, pa.Table]
+    ) -> pa.Table:
         inputs = {s.name: results[s.name] for s in stage.inputs}
         started = time.perf_counter()
         try:

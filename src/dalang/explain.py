@@ -45,7 +45,9 @@ def render(placed: PlacedPlan, *, analyze: bool = False) -> str:
                     f"{child_prefix}{'└─ ' if i == len(children) - 1 else '├─ '}"
                     f"<arrow {placed.platform_of(child).name} -> {platform}>"
                 )
-                visit(child, child_prefix + ("   " if i == len(children) - 1 else "│  "), True, False)
+                visit(
+                    child, child_prefix + ("   " if i == len(children) - 1 else "│  "), True, False
+                )
             else:
                 visit(child, child_prefix, i == len(children) - 1, False)
 

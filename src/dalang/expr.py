@@ -16,9 +16,18 @@ _CONSTANT_TYPES = (int, float, str, bool, bytes, decimal.Decimal, datetime.date,
 
 #: Names accepted by ``cast`` besides Arrow types.
 _TYPE_NAMES: dict[str, pa.DataType] = {
-    "int8": pa.int8(), "int16": pa.int16(), "int32": pa.int32(), "int64": pa.int64(),
-    "float32": pa.float32(), "float64": pa.float64(), "float": pa.float64(), "int": pa.int64(),
-    "str": pa.string(), "string": pa.string(), "bool": pa.bool_(), "date": pa.date32(),
+    "int8": pa.int8(),
+    "int16": pa.int16(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "float": pa.float64(),
+    "int": pa.int64(),
+    "str": pa.string(),
+    "string": pa.string(),
+    "bool": pa.bool_(),
+    "date": pa.date32(),
     "timestamp": pa.timestamp("us"),
 }
 
@@ -45,7 +54,7 @@ def to_arrow_type(dtype: pa.DataType | str | type) -> pa.DataType:
     if key in _TYPE_NAMES:
         return _TYPE_NAMES[key]
     if isinstance(key, str) and key.startswith("decimal("):
-        p, s = key[len("decimal("):-1].split(",")
+        p, s = key[len("decimal(") : -1].split(",")
         return pa.decimal128(int(p), int(s))
     raise TypeMismatch(
         f"unknown type {dtype!r}; use an Arrow type or one of {', '.join(sorted(_TYPE_NAMES))}"
@@ -84,42 +93,98 @@ class Expr:
         return Expr(Call(op, (as_node(other), self.node)))
 
     # arithmetic
-    def __add__(self, o: Any) -> Expr: return self._call("add", o)
-    def __radd__(self, o: Any) -> Expr: return self._rcall("add", o)
-    def __sub__(self, o: Any) -> Expr: return self._call("sub", o)
-    def __rsub__(self, o: Any) -> Expr: return self._rcall("sub", o)
-    def __mul__(self, o: Any) -> Expr: return self._call("mul", o)
-    def __rmul__(self, o: Any) -> Expr: return self._rcall("mul", o)
-    def __truediv__(self, o: Any) -> Expr: return self._call("truediv", o)
-    def __rtruediv__(self, o: Any) -> Expr: return self._rcall("truediv", o)
-    def __floordiv__(self, o: Any) -> Expr: return self._call("floordiv", o)
-    def __rfloordiv__(self, o: Any) -> Expr: return self._rcall("floordiv", o)
-    def __mod__(self, o: Any) -> Expr: return self._call("mod", o)
-    def __rmod__(self, o: Any) -> Expr: return self._rcall("mod", o)
-    def __pow__(self, o: Any) -> Expr: return self._call("pow", o)
-    def __rpow__(self, o: Any) -> Expr: return self._rcall("pow", o)
-    def __neg__(self) -> Expr: return self._call("neg")
-    def __abs__(self) -> Expr: return self._call("abs")
+    def __add__(self, o: Any) -> Expr:
+        return self._call("add", o)
+
+    def __radd__(self, o: Any) -> Expr:
+        return self._rcall("add", o)
+
+    def __sub__(self, o: Any) -> Expr:
+        return self._call("sub", o)
+
+    def __rsub__(self, o: Any) -> Expr:
+        return self._rcall("sub", o)
+
+    def __mul__(self, o: Any) -> Expr:
+        return self._call("mul", o)
+
+    def __rmul__(self, o: Any) -> Expr:
+        return self._rcall("mul", o)
+
+    def __truediv__(self, o: Any) -> Expr:
+        return self._call("truediv", o)
+
+    def __rtruediv__(self, o: Any) -> Expr:
+        return self._rcall("truediv", o)
+
+    def __floordiv__(self, o: Any) -> Expr:
+        return self._call("floordiv", o)
+
+    def __rfloordiv__(self, o: Any) -> Expr:
+        return self._rcall("floordiv", o)
+
+    def __mod__(self, o: Any) -> Expr:
+        return self._call("mod", o)
+
+    def __rmod__(self, o: Any) -> Expr:
+        return self._rcall("mod", o)
+
+    def __pow__(self, o: Any) -> Expr:
+        return self._call("pow", o)
+
+    def __rpow__(self, o: Any) -> Expr:
+        return self._rcall("pow", o)
+
+    def __neg__(self) -> Expr:
+        return self._call("neg")
+
+    def __abs__(self) -> Expr:
+        return self._call("abs")
 
     # comparison
-    def __eq__(self, o: Any) -> Expr: return self._call("eq", o)  # type: ignore[override]
-    def __ne__(self, o: Any) -> Expr: return self._call("ne", o)  # type: ignore[override]
-    def __lt__(self, o: Any) -> Expr: return self._call("lt", o)
-    def __le__(self, o: Any) -> Expr: return self._call("le", o)
-    def __gt__(self, o: Any) -> Expr: return self._call("gt", o)
-    def __ge__(self, o: Any) -> Expr: return self._call("ge", o)
+    def __eq__(self, o: Any) -> Expr:  # type: ignore[override]
+        return self._call("eq", o)
+
+    def __ne__(self, o: Any) -> Expr:  # type: ignore[override]
+        return self._call("ne", o)
+
+    def __lt__(self, o: Any) -> Expr:
+        return self._call("lt", o)
+
+    def __le__(self, o: Any) -> Expr:
+        return self._call("le", o)
+
+    def __gt__(self, o: Any) -> Expr:
+        return self._call("gt", o)
+
+    def __ge__(self, o: Any) -> Expr:
+        return self._call("ge", o)
 
     # logic
-    def __and__(self, o: Any) -> Expr: return self._call("and", o)
-    def __rand__(self, o: Any) -> Expr: return self._rcall("and", o)
-    def __or__(self, o: Any) -> Expr: return self._call("or", o)
-    def __ror__(self, o: Any) -> Expr: return self._rcall("or", o)
-    def __invert__(self) -> Expr: return self._call("not")
+    def __and__(self, o: Any) -> Expr:
+        return self._call("and", o)
+
+    def __rand__(self, o: Any) -> Expr:
+        return self._rcall("and", o)
+
+    def __or__(self, o: Any) -> Expr:
+        return self._call("or", o)
+
+    def __ror__(self, o: Any) -> Expr:
+        return self._rcall("or", o)
+
+    def __invert__(self) -> Expr:
+        return self._call("not")
 
     # nulls, sets, ranges
-    def is_null(self) -> Expr: return self._call("is_null")
-    def is_not_null(self) -> Expr: return self._call("is_not_null")
-    def fill_null(self, value: Any) -> Expr: return self._call("fill_null", value)
+    def is_null(self) -> Expr:
+        return self._call("is_null")
+
+    def is_not_null(self) -> Expr:
+        return self._call("is_not_null")
+
+    def fill_null(self, value: Any) -> Expr:
+        return self._call("fill_null", value)
 
     def is_in(self, values: Iterable[Any]) -> Expr:
         vals = tuple(values)
@@ -138,24 +203,39 @@ class Expr:
     def alias(self, name: str) -> Expr:
         return Expr(Alias(self.node, name))
 
-    def abs(self) -> Expr: return self._call("abs")
-    def round(self, ndigits: int = 0) -> Expr: return self._call("round", ndigits)
+    def abs(self) -> Expr:
+        return self._call("abs")
+
+    def round(self, ndigits: int = 0) -> Expr:
+        return self._call("round", ndigits)
 
     # aggregates
     def _agg(self, func: str) -> Expr:
         return Expr(Agg(func, self.node))
 
-    def sum(self) -> Expr: return self._agg("sum")
-    def mean(self) -> Expr: return self._agg("mean")
+    def sum(self) -> Expr:
+        return self._agg("sum")
+
+    def mean(self) -> Expr:
+        return self._agg("mean")
+
     def count(self) -> Expr:
         """Number of non-null values."""
         return self._agg("count")
-    def min(self) -> Expr: return self._agg("min")
-    def max(self) -> Expr: return self._agg("max")
-    def count_distinct(self) -> Expr: return self._agg("count_distinct")
+
+    def min(self) -> Expr:
+        return self._agg("min")
+
+    def max(self) -> Expr:
+        return self._agg("max")
+
+    def count_distinct(self) -> Expr:
+        return self._agg("count_distinct")
+
     def std(self) -> Expr:
         """Sample standard deviation (n - 1)."""
         return self._agg("std")
+
     def var(self) -> Expr:
         """Sample variance (n - 1)."""
         return self._agg("var")
@@ -180,20 +260,38 @@ class StringFunctions:
     def contains(self, substring: str) -> Expr:
         """True where the value contains ``substring`` (plain text, not a regex)."""
         return self._e._call("str_contains", substring)
-    def starts_with(self, prefix: str) -> Expr: return self._e._call("str_starts_with", prefix)
-    def ends_with(self, suffix: str) -> Expr: return self._e._call("str_ends_with", suffix)
+
+    def starts_with(self, prefix: str) -> Expr:
+        return self._e._call("str_starts_with", prefix)
+
+    def ends_with(self, suffix: str) -> Expr:
+        return self._e._call("str_ends_with", suffix)
+
     def like(self, pattern: str) -> Expr:
         """SQL LIKE: ``%`` any run of characters, ``_`` one character."""
         return self._e._call("str_like", pattern)
-    def lower(self) -> Expr: return self._e._call("str_lower")
-    def upper(self) -> Expr: return self._e._call("str_upper")
-    def len(self) -> Expr: return self._e._call("str_len")
-    def strip(self) -> Expr: return self._e._call("str_strip")
+
+    def lower(self) -> Expr:
+        return self._e._call("str_lower")
+
+    def upper(self) -> Expr:
+        return self._e._call("str_upper")
+
+    def len(self) -> Expr:
+        return self._e._call("str_len")
+
+    def strip(self) -> Expr:
+        return self._e._call("str_strip")
+
     def slice(self, start: int, length: int | None = None) -> Expr:
         """Characters from ``start`` (0-based), ``length`` of them (None: to the end)."""
         return Expr(Call("str_slice", (self._e.node, Literal(start), Literal(length, pa.int64()))))
-    def replace(self, old: str, new: str) -> Expr: return self._e._call("str_replace", old, new)
-    def concat(self, *others: Any) -> Expr: return self._e._call("str_concat", *others)
+
+    def replace(self, old: str, new: str) -> Expr:
+        return self._e._call("str_replace", old, new)
+
+    def concat(self, *others: Any) -> Expr:
+        return self._e._call("str_concat", *others)
 
 
 class DateFunctions:
@@ -204,10 +302,18 @@ class DateFunctions:
     def __init__(self, e: Expr) -> None:
         self._e = e
 
-    def year(self) -> Expr: return self._e._call("dt_year")
-    def month(self) -> Expr: return self._e._call("dt_month")
-    def day(self) -> Expr: return self._e._call("dt_day")
-    def quarter(self) -> Expr: return self._e._call("dt_quarter")
+    def year(self) -> Expr:
+        return self._e._call("dt_year")
+
+    def month(self) -> Expr:
+        return self._e._call("dt_month")
+
+    def day(self) -> Expr:
+        return self._e._call("dt_day")
+
+    def quarter(self) -> Expr:
+        return self._e._call("dt_quarter")
+
     def weekday(self) -> Expr:
         """Day of the week, Monday = 0."""
         return self._e._call("dt_weekday")

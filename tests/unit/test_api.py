@@ -14,7 +14,15 @@ from dalang.errors import ColumnNotFound, PlanError, TypeMismatch
 
 def test_public_names_are_deliberate() -> None:
     assert sorted(dl.__all__) == [
-        "Context", "DalangError", "Dataset", "Expr", "GroupBy", "col", "count", "lit", "when",
+        "Context",
+        "DalangError",
+        "Dataset",
+        "Expr",
+        "GroupBy",
+        "col",
+        "count",
+        "lit",
+        "when",
     ]
 
 
@@ -34,8 +42,9 @@ def ctx() -> dl.Context:
 
 @pytest.fixture
 def orders(ctx: dl.Context) -> dl.Dataset:
-    return ctx.from_arrow(pa.table({"o_totalprice": [1.0, 2.0], "o_comment": ["a", "b"]}),
-                          name="orders")
+    return ctx.from_arrow(
+        pa.table({"o_totalprice": [1.0, 2.0], "o_comment": ["a", "b"]}), name="orders"
+    )
 
 
 def test_misspelled_column_suggests_the_right_one(orders: dl.Dataset) -> None:

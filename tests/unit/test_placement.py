@@ -35,9 +35,13 @@ def test_cheapest_platform_takes_everything_it_can_run() -> None:
     slow = fake("slow", CostParams(0.0, 1e-6, 0.0), RELATIONAL | {MapRows})
     fast = fake("fast", CostParams(0.0, 1e-9, 0.0), RELATIONAL)
     plan = Aggregate(
-        MapRows(Filter(Scan(SOURCE), Call("gt", (Column("x"), Literal(1)))), Udf(dict),
-                pa.schema([("x", pa.int64())])),
-        (), (Alias(Agg("sum", Column("x")), "s"),),
+        MapRows(
+            Filter(Scan(SOURCE), Call("gt", (Column("x"), Literal(1)))),
+            Udf(dict),
+            pa.schema([("x", pa.int64())]),
+        ),
+        (),
+        (Alias(Agg("sum", Column("x")), "s"),),
     )
     placed = place(plan, [slow, fast])
     names = {type(n).__name__: placed.platform_of(n).name for n in _walk(plan)}

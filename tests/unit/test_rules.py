@@ -71,11 +71,16 @@ def test_fold_arithmetic_on_constants() -> None:
 
 def test_fold_date_arithmetic() -> None:
     plan = Filter(
-        Scan(ORDERS), Call("le", (col("o_date"), Call("sub", (Literal(datetime.date(2020, 1, 31)), Literal(30)))))
+        Scan(ORDERS),
+        Call(
+            "le", (col("o_date"), Call("sub", (Literal(datetime.date(2020, 1, 31)), Literal(30))))
+        ),
     )
     folded = fold_constants(plan)
     assert isinstance(folded, Filter)
-    assert folded.predicate == Call("le", (col("o_date"), Literal(datetime.date(2020, 1, 1), pa.date32())))
+    assert folded.predicate == Call(
+        "le", (col("o_date"), Literal(datetime.date(2020, 1, 1), pa.date32()))
+    )
 
 
 def test_fold_removes_always_true_filter() -> None:
@@ -85,7 +90,9 @@ def test_fold_removes_always_true_filter() -> None:
 
 def test_fold_boolean_identities_keep_column_side() -> None:
     pred = and_(gt(col("o_price"), Literal(1.0)), Literal(True))
-    assert fold_constants(Filter(Scan(ORDERS), pred)) == Filter(Scan(ORDERS), gt(col("o_price"), Literal(1.0)))
+    assert fold_constants(Filter(Scan(ORDERS), pred)) == Filter(
+        Scan(ORDERS), gt(col("o_price"), Literal(1.0))
+    )
 
 
 def test_fold_keeps_projected_name() -> None:
@@ -124,7 +131,9 @@ def test_filter_splits_over_inner_join_sides() -> None:
     expected = Join(
         Scan(ORDERS, predicate=left_p),
         Scan(CUSTOMERS, predicate=and_(right_p, gt(col("o_price"), Literal(0.0)))),
-        "inner", ("o_cust",), ("c_id",),
+        "inner",
+        ("o_cust",),
+        ("c_id",),
     )
     assert push_down_predicates(plan) == expected
 
@@ -149,9 +158,7 @@ def test_filter_on_group_key_goes_below_aggregate_but_not_on_aggregate() -> None
     key_p = gt(col("o_cust"), Literal(5))
     agg_p = gt(col("total"), Literal(1.0))
     plan = Filter(agg, and_(key_p, agg_p))
-    expected = Filter(
-        Aggregate(Scan(ORDERS, predicate=key_p), ("o_cust",), agg.aggs), agg_p
-    )
+    expected = Filter(Aggregate(Scan(ORDERS, predicate=key_p), ("o_cust",), agg.aggs), agg_p)
     assert push_down_predicates(plan) == expected
 
 
@@ -189,9 +196,12 @@ def test_prune_through_aggregate_and_join_keeps_keys() -> None:
         Join(
             Scan(ORDERS, columns=("o_cust",)),
             Scan(CUSTOMERS, columns=("c_id", "c_name")),
-            "inner", ("o_cust",), ("c_id",),
+            "inner",
+            ("o_cust",),
+            ("c_id",),
         ),
-        ("c_name",), plan.aggs,
+        ("c_name",),
+        plan.aggs,
     )
     assert prune_columns(plan) == expected
 
@@ -217,11 +227,16 @@ def test_fuse_filters() -> None:
 
 
 def test_fuse_projections() -> None:
-    inner = Project(Scan(ORDERS), (Alias(Call("add", (col("o_price"), Literal(1.0))), "p1"), col("o_id")))
+    inner = Project(
+        Scan(ORDERS), (Alias(Call("add", (col("o_price"), Literal(1.0))), "p1"), col("o_id"))
+    )
     outer = Project(inner, (Alias(Call("mul", (col("p1"), Literal(2.0))), "p2"), col("o_id")))
     expected = Project(
         Scan(ORDERS),
-        (Alias(Call("mul", (Call("add", (col("o_price"), Literal(1.0))), Literal(2.0))), "p2"), col("o_id")),
+        (
+            Alias(Call("mul", (Call("add", (col("o_price"), Literal(1.0))), Literal(2.0))), "p2"),
+            col("o_id"),
+        ),
     )
     assert fuse_projections(outer) == expected
 
@@ -242,20 +257,36 @@ def test_single_udf_is_left_alone() -> None:
 
 def test_optimize_applies_rules_in_order() -> None:
     plan = Project(
-        Filter(Filter(Scan(ORDERS), gt(col("o_price"), Call("add", (Literal(1.0), Literal(1.0))))),
-               gt(col("o_id"), Literal(0))),
+        Filter(
+            Filter(Scan(ORDERS), gt(col("o_price"), Call("add", (Literal(1.0), Literal(1.0))))),
+            gt(col("o_id"), Literal(0)),
+        ),
         (col("o_id"),),
     )
     expected = Project(
-        Scan(ORDERS, columns=("o_id",),
-             predicate=and_(gt(col("o_price"), Literal(2.0, pa.float64())), gt(col("o_id"), Literal(0)))),
+        Scan(
+            ORDERS,
+            columns=("o_id",),
+            predicate=and_(
+                gt(col("o_price"), Literal(2.0, pa.float64())), gt(col("o_id"), Literal(0))
+            ),
+        ),
         (col("o_id"),),
     )
     assert optimize(plan) == expected
 
 
-@pytest.mark.parametrize("rule", [fold_constants, fuse_filters, push_down_predicates,
-                                  fuse_projections, prune_columns, fuse_udfs])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        fold_constants,
+        fuse_filters,
+        push_down_predicates,
+        fuse_projections,
+        prune_columns,
+        fuse_udfs,
+    ],
+)
 def test_rules_keep_output_schema(rule) -> None:  # type: ignore[no-untyped-def]
     join = Join(Scan(ORDERS), Scan(CUSTOMERS), "left", ("o_cust",), ("c_id",))
     plan = Sort(Filter(join, gt(col("o_price"), Literal(1.0))), ("o_id",), (True,))

@@ -39,8 +39,13 @@ def parquet(tmp_path):  # type: ignore[no-untyped-def]
 
     path = tmp_path / "t.parquet"
     pq.write_table(
-        pa.table({"a": [1, 2], "d": [datetime.date(2020, 1, 1)] * 2,
-                  "m": pa.array([decimal.Decimal("1.50")] * 2, pa.decimal128(15, 2))}),
+        pa.table(
+            {
+                "a": [1, 2],
+                "d": [datetime.date(2020, 1, 1)] * 2,
+                "m": pa.array([decimal.Decimal("1.50")] * 2, pa.decimal128(15, 2)),
+            }
+        ),
         path,
     )
     return str(path)
@@ -56,15 +61,28 @@ def test_relational_plan_round_trips(parquet: str) -> None:
                     (
                         Column("a"),
                         Alias(Cast(Column("m"), pa.float64()), "mf"),
-                        Alias(Case(((Call("le", (Column("d"), Literal(datetime.date(2020, 6, 1)))), Literal("early")),),
-                                   Literal(None)), "when"),
+                        Alias(
+                            Case(
+                                (
+                                    (
+                                        Call(
+                                            "le", (Column("d"), Literal(datetime.date(2020, 6, 1)))
+                                        ),
+                                        Literal("early"),
+                                    ),
+                                ),
+                                Literal(None),
+                            ),
+                            "when",
+                        ),
                         Alias(Call("mul", (Column("m"), Literal(decimal.Decimal("2.5")))), "twice"),
                     ),
                 ),
                 ("when",),
                 (Alias(Agg("sum", Column("mf")), "s"), Alias(Agg("count_all", None), "n")),
             ),
-            ("s",), (True,),
+            ("s",),
+            (True,),
         ),
         5,
     )

@@ -42,6 +42,4 @@ class CostModel:
         """Seconds to move a node's output from ``source`` to ``target`` (0 when equal)."""
         if source is target:
             return 0.0
-        return (
-            self.transfer_fixed_s + est.bytes * self.transfer_per_byte_s + target.cost.startup_s
-        )
+        return self.transfer_fixed_s + est.bytes * self.transfer_per_byte_s + target.cost.startup_s

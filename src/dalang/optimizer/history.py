@@ -91,8 +91,16 @@ class History:
             con.executemany(
                 "INSERT INTO operators VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (run_id, o.operator, o.platform, o.est_rows, o.actual_rows, o.seconds,
-                     o.in_rows, o.in_bytes)
+                    (
+                        run_id,
+                        o.operator,
+                        o.platform,
+                        o.est_rows,
+                        o.actual_rows,
+                        o.seconds,
+                        o.in_rows,
+                        o.in_bytes,
+                    )
                     for o in operators
                 ],
             )

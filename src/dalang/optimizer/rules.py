@@ -53,7 +53,7 @@ def transform_expr(expr: ExprNode, fn: Callable[[ExprNode], ExprNode]) -> ExprNo
 
 
 def map_node_exprs(node: Node, fn: Callable[[ExprNode], ExprNode]) -> Node:
-    """A copy of ``node`` with ``fn`` applied to each expression it holds (same node if none change)."""
+    """``node`` with ``fn`` applied to each of its expressions (the same node if none change)."""
     changes: dict[str, Any] = {}
     for f in fields(node):  # type: ignore[arg-type]
         value = getattr(node, f.name)

@@ -8,6 +8,8 @@ from dalang.plan.exprs import Agg, Alias, Call, Case, Cast, Column, ExprNode, In
 from dalang.plan.nodes import (
     Aggregate,
     Filter,
+    FilterRows,
+    FlatMapRows,
     Join,
     Limit,
     MapRows,
@@ -19,14 +21,24 @@ from dalang.plan.nodes import (
     Sort,
     StageInput,
     UdfChain,
-    FlatMapRows,
-    FilterRows,
 )
 
 _INFIX = {
-    "add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%",
-    "pow": "**", "eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=",
-    "and": "AND", "or": "OR",
+    "add": "+",
+    "sub": "-",
+    "mul": "*",
+    "truediv": "/",
+    "floordiv": "//",
+    "mod": "%",
+    "pow": "**",
+    "eq": "=",
+    "ne": "!=",
+    "lt": "<",
+    "le": "<=",
+    "gt": ">",
+    "ge": ">=",
+    "and": "AND",
+    "or": "OR",
 }
 
 

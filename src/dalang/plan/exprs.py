@@ -16,24 +16,50 @@ import pyarrow as pa
 #: Every scalar op a :class:`Call` may name, with its arity (None: variadic).
 SCALAR_OPS: dict[str, int | None] = {
     # arithmetic
-    "add": 2, "sub": 2, "mul": 2, "truediv": 2, "floordiv": 2, "mod": 2, "pow": 2,
-    "neg": 1, "abs": 1, "round": 2,  # round(x, ndigits: Literal int)
+    "add": 2,
+    "sub": 2,
+    "mul": 2,
+    "truediv": 2,
+    "floordiv": 2,
+    "mod": 2,
+    "pow": 2,
+    "neg": 1,
+    "abs": 1,
+    "round": 2,  # round(x, ndigits: Literal int)
     # comparison
-    "eq": 2, "ne": 2, "lt": 2, "le": 2, "gt": 2, "ge": 2,
+    "eq": 2,
+    "ne": 2,
+    "lt": 2,
+    "le": 2,
+    "gt": 2,
+    "ge": 2,
     # logic
-    "and": 2, "or": 2, "not": 1,
+    "and": 2,
+    "or": 2,
+    "not": 1,
     # nulls
-    "is_null": 1, "is_not_null": 1, "fill_null": 2, "coalesce": None,
+    "is_null": 1,
+    "is_not_null": 1,
+    "fill_null": 2,
+    "coalesce": None,
     # strings (patterns and positions are Literals)
-    "str_contains": 2,     # substring, not a regex
-    "str_starts_with": 2, "str_ends_with": 2,
-    "str_like": 2,         # SQL LIKE pattern with % and _
-    "str_lower": 1, "str_upper": 1, "str_len": 1, "str_strip": 1,
-    "str_slice": 3,        # (x, start: 0-based Literal int, length: Literal int or null)
+    "str_contains": 2,  # substring, not a regex
+    "str_starts_with": 2,
+    "str_ends_with": 2,
+    "str_like": 2,  # SQL LIKE pattern with % and _
+    "str_lower": 1,
+    "str_upper": 1,
+    "str_len": 1,
+    "str_strip": 1,
+    "str_slice": 3,  # (x, start: 0-based Literal int, length: Literal int or null)
     "str_concat": None,
-    "str_replace": 3,      # (x, old: Literal str, new: Literal str), every occurrence
+    "str_replace": 3,  # (x, old: Literal str, new: Literal str), every occurrence
     # dates
-    "dt_year": 1, "dt_month": 1, "dt_day": 1, "dt_quarter": 1, "dt_weekday": 1,
+    "dt_year": 1,
+    "dt_month": 1,
+    "dt_day": 1,
+    "dt_quarter": 1,
+    "dt_weekday": 1,
 }
 
 #: Aggregate functions an :class:`Agg` may name.
@@ -107,7 +133,7 @@ class Case(ExprNode):
     otherwise: ExprNode
 
     def children(self) -> tuple[ExprNode, ...]:
-        return tuple(e for pair in self.whens for e in pair) + (self.otherwise,)
+        return (*(e for pair in self.whens for e in pair), self.otherwise)
 
 
 @dataclass(frozen=True, slots=True)

@@ -247,7 +247,8 @@ def _(node: Join) -> pa.Schema | None:
     left, right = node.left.schema, node.right.schema
     if len(node.left_on) != len(node.right_on):
         raise SchemaMismatch(
-            f"join needs as many left keys as right keys, got {len(node.left_on)} and {len(node.right_on)}"
+            "join needs as many left keys as right keys, "
+            f"got {len(node.left_on)} and {len(node.right_on)}"
         )
     if left is None or right is None:
         return None
@@ -258,8 +259,11 @@ def _(node: Join) -> pa.Schema | None:
             raise TypeMismatch(f"join key {lk} ({lt}) cannot be compared with {rk} ({rt})")
     out = join_output_fields(node, left, right)
     if node.condition is not None:
-        both = pa.schema([f for f, _ in out] if node.how not in {"semi", "anti"} else
-                         [f for f, _ in join_output_fields_all(node, left, right)])
+        both = pa.schema(
+            [f for f, _ in out]
+            if node.how not in {"semi", "anti"}
+            else [f for f, _ in join_output_fields_all(node, left, right)]
+        )
         check_predicate(node.condition, both, where="join")
     return pa.schema([f for f, _ in out])
 
@@ -282,7 +286,9 @@ def join_output_fields_all(
     nullable_right = node.how in {"left", "full"}
     for f in left:
         origin = "key" if f.name in merged else "left"
-        out.append((f.with_nullable(f.nullable or (nullable_left and origin != "key")), (origin, f.name)))
+        out.append(
+            (f.with_nullable(f.nullable or (nullable_left and origin != "key")), (origin, f.name))
+        )
     names = set(left.names)
     for f in right:
         if f.name in merged:

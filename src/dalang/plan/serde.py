@@ -26,8 +26,21 @@ _EXPR_TYPES: dict[str, type[E.ExprNode]] = {
 _NODE_TYPES: dict[str, type[N.Node]] = {
     t.__name__: t
     for t in (
-        N.Scan, N.Filter, N.Project, N.MapRows, N.FlatMapRows, N.FilterRows, N.UdfChain,
-        N.ReduceByKey, N.Join, N.Aggregate, N.Sort, N.Limit, N.Distinct, N.Union, N.Sample,
+        N.Scan,
+        N.Filter,
+        N.Project,
+        N.MapRows,
+        N.FlatMapRows,
+        N.FilterRows,
+        N.UdfChain,
+        N.ReduceByKey,
+        N.Join,
+        N.Aggregate,
+        N.Sort,
+        N.Limit,
+        N.Distinct,
+        N.Union,
+        N.Sample,
         N.StageInput,
     )
 }
@@ -54,7 +67,7 @@ def _encode_value(v: Any) -> Any:
 def _decode_value(v: Any) -> Any:
     if not isinstance(v, dict):
         return v
-    (tag, payload), = v.items()
+    ((tag, payload),) = v.items()
     match tag:
         case "$decimal":
             return decimal.Decimal(payload)

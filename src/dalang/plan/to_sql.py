@@ -77,7 +77,7 @@ class Leaf:
     not know them (a ``StageInput`` without a schema).
     """
 
-    source: exp.Expression
+    source: exp.Expr
     columns: Mapping[str, str] | None = None
     schema: pa.Schema | None = None
 
@@ -109,9 +109,7 @@ class CompiledSql:
 LeafResolver = Callable[[Node], Leaf]
 
 
-def compile_fragment(
-    fragment: Node, *, leaf: LeafResolver, dialect: str = "duckdb"
-) -> CompiledSql:
+def compile_fragment(fragment: Node, *, leaf: LeafResolver, dialect: str = "duckdb") -> CompiledSql:
     """Compile ``fragment`` into one query whose columns are the fragment's columns.
 
     ``leaf`` says how each ``Scan``/``StageInput`` reads; the Scan's ``columns`` and
@@ -130,9 +128,7 @@ def compile_fragment(
     query = rel.query
     if list(rel.cols) != list(rel.schema.names):
         source, scope = compiler.source(rel)
-        query = exp.select(
-            *(_alias(scope.ref(n), n) for n in rel.schema.names)
-        ).from_(source)
+        query = exp.select(*(_alias(scope.ref(n), n) for n in rel.schema.names)).from_(source)
     return CompiledSql(query, query.sql(dialect=dialect, identify=True), rel.schema)
 
 
@@ -189,7 +185,7 @@ def sql_type(t: pa.DataType) -> exp.DataType:
     raise TypeMismatch(f"no SQL type for {t}")
 
 
-_SIMPLE_TYPES: tuple[tuple[Callable[[pa.DataType], bool], exp.DataType.Type], ...] = (
+_SIMPLE_TYPES: tuple[tuple[Callable[[pa.DataType], bool], exp.DType], ...] = (
     (pat.is_boolean, exp.DataType.Type.BOOLEAN),
     (lambda t: t == pa.int8(), exp.DataType.Type.TINYINT),
     (lambda t: t == pa.int16(), exp.DataType.Type.SMALLINT),
@@ -215,11 +211,11 @@ _SIMPLE_TYPES: tuple[tuple[Callable[[pa.DataType], bool], exp.DataType.Type], ..
 class _Scope:
     """The columns an expression can see: logical name -> SQL reference, and their types."""
 
-    columns: Mapping[str, exp.Expression]
+    columns: Mapping[str, exp.Expr]
     schema: pa.Schema
     dialect: str
 
-    def ref(self, name: str) -> exp.Expression:
+    def ref(self, name: str) -> exp.Expr:
         try:
             return self.columns[name].copy()
         except KeyError:
@@ -229,7 +225,7 @@ class _Scope:
         return expr_type(expr, self.schema)
 
 
-def _p(e: exp.Expression) -> exp.Expression:
+def _p(e: exp.Expr) -> exp.Expr:
     """``e`` in parentheses unless it is atomic (sqlglot does not add them itself)."""
     atomic = (exp.Column, exp.Paren, exp.Func, exp.Null, exp.Boolean, exp.Case)
     if isinstance(e, atomic) or (isinstance(e, exp.Literal) and not e.this.startswith("-")):
@@ -237,29 +233,29 @@ def _p(e: exp.Expression) -> exp.Expression:
     return exp.Paren(this=e)
 
 
-def _alias(e: exp.Expression, name: str) -> exp.Expression:
+def _alias(e: exp.Expr, name: str) -> exp.Expr:
     return exp.alias_(e, exp.to_identifier(name, quoted=True))
 
 
-def _cast(e: exp.Expression, to: exp.DataType | pa.DataType) -> exp.Expression:
+def _cast(e: exp.Expr, to: exp.DataType | pa.DataType) -> exp.Expr:
     target = to if isinstance(to, exp.DataType) else sql_type(to)
     return exp.Cast(this=e, to=target)
 
 
-def _double(e: exp.Expression) -> exp.Expression:
+def _double(e: exp.Expr) -> exp.Expr:
     return exp.Cast(this=e, to=exp.DataType(this=exp.DataType.Type.DOUBLE))
 
 
-def _bigint(e: exp.Expression) -> exp.Expression:
+def _bigint(e: exp.Expr) -> exp.Expr:
     return exp.Cast(this=e, to=exp.DataType(this=exp.DataType.Type.BIGINT))
 
 
-def _literal(value: Any, dtype: pa.DataType | None = None) -> exp.Expression:
+def _literal(value: Any, dtype: pa.DataType | None = None) -> exp.Expr:
     """A SQL constant of ``value``, cast to ``dtype`` when the natural type differs."""
     t = dtype if dtype is not None else literal_type(value)
     if value is None:
         return exp.Null() if pat.is_null(t) else _cast(exp.Null(), t)
-    out: exp.Expression
+    out: exp.Expr
     natural: pa.DataType
     match value:
         case bool():
@@ -305,27 +301,27 @@ def _same_sql_type(a: pa.DataType, b: pa.DataType) -> bool:
 
 
 @singledispatch
-def _expr(expr: ExprNode, scope: _Scope) -> exp.Expression:
+def _expr(expr: ExprNode, scope: _Scope) -> exp.Expr:
     raise TypeMismatch(f"no SQL translation for {type(expr).__name__}")
 
 
 @_expr.register
-def _(expr: Column, scope: _Scope) -> exp.Expression:
+def _(expr: Column, scope: _Scope) -> exp.Expr:
     return scope.ref(expr.name)
 
 
 @_expr.register
-def _(expr: Literal, scope: _Scope) -> exp.Expression:
+def _(expr: Literal, scope: _Scope) -> exp.Expr:
     return _literal(expr.value, expr.dtype)
 
 
 @_expr.register
-def _(expr: Alias, scope: _Scope) -> exp.Expression:
+def _(expr: Alias, scope: _Scope) -> exp.Expr:
     return _expr(expr.operand, scope)
 
 
 @_expr.register
-def _(expr: Cast, scope: _Scope) -> exp.Expression:
+def _(expr: Cast, scope: _Scope) -> exp.Expr:
     inner = _expr(expr.operand, scope)
     source = scope.type_of(expr.operand)
     if pat.is_null(expr.to):
@@ -337,7 +333,7 @@ def _(expr: Cast, scope: _Scope) -> exp.Expression:
 
 
 @_expr.register
-def _(expr: InList, scope: _Scope) -> exp.Expression:
+def _(expr: InList, scope: _Scope) -> exp.Expr:
     if not expr.values:
         return exp.false()
     values = [_literal(v) for v in expr.values]
@@ -345,18 +341,18 @@ def _(expr: InList, scope: _Scope) -> exp.Expression:
 
 
 @_expr.register
-def _(expr: Case, scope: _Scope) -> exp.Expression:
+def _(expr: Case, scope: _Scope) -> exp.Expr:
     ifs = [exp.If(this=_expr(c, scope), true=_expr(v, scope)) for c, v in expr.whens]
     return exp.Case(ifs=ifs, default=_expr(expr.otherwise, scope))
 
 
 @_expr.register
-def _(expr: Agg, scope: _Scope) -> exp.Expression:
+def _(expr: Agg, scope: _Scope) -> exp.Expr:
     raise TypeMismatch("an aggregate can only appear in agg(...), not in a row expression")
 
 
 @_expr.register
-def _(expr: Call, scope: _Scope) -> exp.Expression:
+def _(expr: Call, scope: _Scope) -> exp.Expr:
     if expr.op not in SCALAR_OPS:
         raise TypeMismatch(f"unknown function {expr.op!r}")
     rule = _DIALECT_CALLS.get(scope.dialect, {}).get(expr.op) or _CALLS.get(expr.op)
@@ -371,29 +367,28 @@ def _const(e: ExprNode, what: str) -> Any:
     return e.value
 
 
-_CallRule = Callable[[tuple[ExprNode, ...], _Scope], exp.Expression]
-_Binary = Callable[..., exp.Expression]
+_CallRule = Callable[[tuple[ExprNode, ...], _Scope], exp.Expr]
 
 
-def _binary(node: type[exp.Expression]) -> _CallRule:
-    def rule(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _binary(node: type[exp.Expr]) -> _CallRule:
+    def rule(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
         a, b = (_p(_expr(x, scope)) for x in args)
         return node(this=a, expression=b)
 
     return rule
 
 
-def _unary(build: Callable[[exp.Expression], exp.Expression]) -> _CallRule:
-    def rule(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _unary(build: Callable[[exp.Expr], exp.Expr]) -> _CallRule:
+    def rule(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
         return build(_p(_expr(args[0], scope)))
 
     return rule
 
 
-def _arith(node: type[exp.Expression]) -> _CallRule:
+def _arith(node: type[exp.Expr]) -> _CallRule:
     """``+ - *``: integer operands widen to BIGINT first, as the plan's int64 result says."""
 
-    def rule(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+    def rule(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
         ts = [scope.type_of(a) for a in args]
         out = []
         for arg, t in zip(args, ts, strict=True):
@@ -410,20 +405,22 @@ def _is_int_pair(args: tuple[ExprNode, ...], scope: _Scope) -> bool:
     return all(pat.is_integer(scope.type_of(a)) for a in args)
 
 
-def _python_mod(a: exp.Expression, b: exp.Expression) -> exp.Expression:
+def _python_mod(a: exp.Expr, b: exp.Expr) -> exp.Expr:
     """``a - floor(a / b) * b`` from SQL's truncating ``%``: ((a % b) + b) % b."""
     first = exp.Mod(this=_p(a), expression=_p(b))
-    return exp.Mod(this=exp.Paren(this=exp.Add(this=first, expression=_p(b.copy()))), expression=_p(b.copy()))
+    return exp.Mod(
+        this=exp.Paren(this=exp.Add(this=first, expression=_p(b.copy()))), expression=_p(b.copy())
+    )
 
 
-def _mod(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _mod(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     a, b = (_expr(x, scope) for x in args)
     if not _is_int_pair(args, scope):
         a, b = _double(a), _double(b)
     return _python_mod(a, b)
 
 
-def _floordiv(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _floordiv(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     a, b = (_expr(x, scope) for x in args)
     if _is_int_pair(args, scope):
         # exact for integers: a - mod(a, b) is a multiple of b
@@ -432,66 +429,66 @@ def _floordiv(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
     return exp.Floor(this=exp.Div(this=_double(a), expression=_double(b)))
 
 
-def _truediv(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _truediv(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     a, b = (_double(_expr(x, scope)) for x in args)
     return exp.Div(this=a, expression=b)
 
 
-def _pow(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _pow(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     a, b = (_double(_expr(x, scope)) for x in args)
     return exp.Pow(this=a, expression=b)
 
 
-def _round(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _round(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     digits = int(_const(args[1], "round's ndigits"))
     return exp.Round(this=_expr(args[0], scope), decimals=_literal(digits))
 
 
-def _coalesce(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _coalesce(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     first, *rest = (_expr(a, scope) for a in args)
     return exp.Coalesce(this=first, expressions=rest)
 
 
-def _is_null(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _is_null(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     return exp.Is(this=_p(_expr(args[0], scope)), expression=exp.Null())
 
 
-def _is_not_null(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _is_not_null(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     return exp.Not(this=exp.Paren(this=_is_null(args, scope)))
 
 
-def _pattern(args: tuple[ExprNode, ...], scope: _Scope, what: str) -> tuple[exp.Expression, str]:
+def _pattern(args: tuple[ExprNode, ...], scope: _Scope, what: str) -> tuple[exp.Expr, str]:
     return _expr(args[0], scope), str(_const(args[1], what))
 
 
-def _contains(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _contains(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     x, needle = _pattern(args, scope, "contains pattern")
     position = exp.StrPosition(this=x, substr=exp.Literal.string(needle))
     return exp.GT(this=position, expression=exp.Literal.number(0))
 
 
-def _starts_with(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _starts_with(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     x, prefix = _pattern(args, scope, "prefix")
     head = exp.Left(this=x, expression=exp.Literal.number(len(prefix)))
     return exp.EQ(this=head, expression=exp.Literal.string(prefix))
 
 
-def _ends_with(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _ends_with(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     x, suffix = _pattern(args, scope, "suffix")
     tail = exp.Right(this=x, expression=exp.Literal.number(len(suffix)))
     return exp.EQ(this=tail, expression=exp.Literal.string(suffix))
 
 
-def _like(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _like(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     x, pattern = _pattern(args, scope, "LIKE pattern")
     return exp.Like(this=_p(x), expression=exp.Literal.string(pattern))
 
 
-def _strip(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _strip(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     return exp.Trim(this=_expr(args[0], scope), expression=exp.Literal.string(WHITESPACE))
 
 
-def _slice(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _slice(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     """``x[start:start+length]`` with Python's rules (0-based, negative from the end)."""
     x = _expr(args[0], scope)
     start = int(_const(args[1], "slice start"))
@@ -503,8 +500,8 @@ def _slice(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
     # general case: clamp both ends into [0, len(x)] like Python slicing does
     size = exp.Length(this=x.copy())
 
-    def position(offset: int) -> exp.Expression:
-        raw: exp.Expression = exp.Literal.number(offset)
+    def position(offset: int) -> exp.Expr:
+        raw: exp.Expr = exp.Literal.number(offset)
         if offset < 0:
             raw = exp.Add(this=size.copy(), expression=exp.Literal.number(offset))
         return exp.Least(
@@ -525,7 +522,7 @@ def _slice(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
     )
 
 
-def _concat(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _concat(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     # `||` is null when any part is null, like the plan's str_concat
     parts = [_p(_expr(a, scope)) for a in args]
     out = parts[0]
@@ -534,7 +531,7 @@ def _concat(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
     return out
 
 
-def _replace(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _replace(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     x = _expr(args[0], scope)
     old = str(_const(args[1], "replace pattern"))
     new = str(_const(args[2], "replacement"))
@@ -544,13 +541,13 @@ def _replace(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
 
 
 def _extract(part: str) -> _CallRule:
-    def rule(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+    def rule(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
         return exp.Extract(this=exp.var(part), expression=_expr(args[0], scope))
 
     return rule
 
 
-def _weekday(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _weekday(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     iso = exp.Extract(this=exp.var("ISODOW"), expression=_expr(args[0], scope))  # Monday = 1
     return exp.Sub(this=iso, expression=exp.Literal.number(1))
 
@@ -599,17 +596,17 @@ _CALLS: dict[str, _CallRule] = {
 }
 
 
-def _duckdb_starts_with(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _duckdb_starts_with(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     x, prefix = _pattern(args, scope, "prefix")
     return exp.StartsWith(this=x, expression=exp.Literal.string(prefix))
 
 
-def _duckdb_ends_with(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _duckdb_ends_with(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     x, suffix = _pattern(args, scope, "suffix")
     return exp.EndsWith(this=x, expression=exp.Literal.string(suffix))
 
 
-def _duckdb_contains(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expression:
+def _duckdb_contains(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     x, needle = _pattern(args, scope, "contains pattern")
     return exp.Anonymous(this="contains", expressions=[x, exp.Literal.string(needle)])
 
@@ -626,7 +623,7 @@ _DIALECT_CALLS: dict[str, dict[str, _CallRule]] = {
 }
 
 
-def _aggregate(agg: Agg, scope: _Scope) -> exp.Expression:
+def _aggregate(agg: Agg, scope: _Scope) -> exp.Expr:
     if agg.func == "count_all":
         return exp.Count(this=exp.Star())
     if agg.operand is None:
@@ -681,17 +678,21 @@ class _Compiler:
         self._count += 1
         return f"_t{self._count}"
 
-    def scope(self, alias: str, names: Sequence[str], cols: Sequence[str], schema: pa.Schema) -> _Scope:
-        refs = {n: exp.column(c, table=alias, quoted=True) for n, c in zip(names, cols, strict=True)}
+    def scope(
+        self, alias: str, names: Sequence[str], cols: Sequence[str], schema: pa.Schema
+    ) -> _Scope:
+        refs = {
+            n: exp.column(c, table=alias, quoted=True) for n, c in zip(names, cols, strict=True)
+        }
         return _Scope(refs, schema, self.dialect)
 
-    def source(self, rel: _Rel) -> tuple[exp.Expression, _Scope]:
+    def source(self, rel: _Rel) -> tuple[exp.Expr, _Scope]:
         """``rel`` as a FROM item, and the scope of its columns."""
         alias = self.alias()
         sub = rel.query.subquery(exp.to_identifier(alias, quoted=True))
         return sub, self.scope(alias, rel.schema.names, rel.cols, rel.schema)
 
-    def select(self, schema: pa.Schema, exprs: Sequence[exp.Expression]) -> list[exp.Expression]:
+    def select(self, schema: pa.Schema, exprs: Sequence[exp.Expr]) -> list[exp.Expr]:
         return [_alias(e, c) for e, c in zip(exprs, sql_names(schema.names), strict=True)]
 
 
@@ -704,7 +705,7 @@ def _compile(node: Node, c: _Compiler) -> _Rel:
     raise PlanError(f"{node.label} cannot be compiled to SQL")
 
 
-def _read_leaf(leaf: Leaf, c: _Compiler, schema: pa.Schema) -> tuple[exp.Expression, _Scope]:
+def _read_leaf(leaf: Leaf, c: _Compiler, schema: pa.Schema) -> tuple[exp.Expr, _Scope]:
     if leaf.schema is not None:
         schema = leaf.schema
     if leaf.columns is not None:
@@ -744,7 +745,6 @@ def _(node: StageInput, c: _Compiler) -> _Rel:
     return _Rel(query, schema)
 
 
-
 @_compile.register
 def _(node: Filter, c: _Compiler) -> _Rel:
     child = _compile(node.input, c)
@@ -762,14 +762,14 @@ def _(node: Project, c: _Compiler) -> _Rel:
     return _Rel(query, schema)
 
 
-def _key_match(node: Join, left: _Scope, right: _Scope) -> list[exp.Expression]:
+def _key_match(node: Join, left: _Scope, right: _Scope) -> list[exp.Expr]:
     return [
         exp.EQ(this=left.ref(lk), expression=right.ref(rk))
         for lk, rk in zip(node.left_on, node.right_on, strict=True)
     ]
 
 
-def _all_of(conditions: Sequence[exp.Expression]) -> exp.Expression:
+def _all_of(conditions: Sequence[exp.Expr]) -> exp.Expr:
     if not conditions:
         return exp.true()
     out = _p(conditions[0])
@@ -785,7 +785,7 @@ def _(node: Join, c: _Compiler) -> _Rel:
     rsrc, right = c.source(right_rel)
     fields_all = join_output_fields_all(node, left_rel.schema, right_rel.schema)
 
-    def ref(origin: tuple[str, str], *, merge: bool) -> exp.Expression:
+    def ref(origin: tuple[str, str], *, merge: bool) -> exp.Expr:
         side, name = origin
         if side == "right":
             return right.ref(name)
@@ -807,7 +807,7 @@ def _(node: Join, c: _Compiler) -> _Rel:
     query = exp.select(*projection).from_(lsrc)
 
     if node.how in {"semi", "anti"}:
-        match: exp.Expression = exp.Exists(
+        match: exp.Expr = exp.Exists(
             this=exp.select(exp.Literal.number(1)).from_(rsrc).where(_all_of(conditions))
         )
         if node.how == "anti":
@@ -843,7 +843,9 @@ def _(node: Sort, c: _Compiler) -> _Rel:
         return child
     source, scope = c.source(child)
     order = [
-        exp.Ordered(this=scope.ref(k), desc=bool(node.descending[i]), nulls_first=node.null_first(i))
+        exp.Ordered(
+            this=scope.ref(k), desc=bool(node.descending[i]), nulls_first=node.null_first(i)
+        )
         for i, k in enumerate(node.keys)
     ]
     return _Rel(exp.select("*").from_(source).order_by(*order), child.schema)

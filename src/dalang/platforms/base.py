@@ -74,7 +74,7 @@ class Platform(ABC):
         """Stream a fragment's result; platforms that can stream override this."""
         yield from self.run(fragment, inputs).to_batches()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most platforms hold nothing
         """Release what the platform holds (connections, sessions)."""
 
 

@@ -249,8 +249,10 @@ def test_case_cast_and_in_list() -> None:
         (
             Alias(
                 Case(
-                    ((call("lt", col("age"), lit(30)), lit("young")),
-                     (call("lt", col("age"), lit(50)), lit("mid"))),
+                    (
+                        (call("lt", col("age"), lit(30)), lit("young")),
+                        (call("lt", col("age"), lit(50)), lit("mid")),
+                    ),
                     lit("old"),
                 ),
                 "band",
@@ -294,6 +296,27 @@ def test_bad_cast_is_a_platform_error() -> None:
     with pytest.raises(PlatformError) as info:
         PolarsPlatform().run(plan, {})
     assert info.value.platform == "polars"
+
+
+def test_filter_on_a_null_constant_keeps_nothing() -> None:
+    assert rows(Filter(scan(PEOPLE), lit(None))) == []
+    assert len(rows(Filter(scan(PEOPLE), lit(True)))) == PEOPLE.num_rows
+
+
+def test_case_with_a_null_condition_takes_the_otherwise_branch() -> None:
+    case = Case(((lit(None, pa.bool_()), lit(1)), (call("gt", col("id"), lit(5)), lit(2))), lit(3))
+    plan = Project(scan(PEOPLE), (Alias(case, "c"),))
+    assert [r["c"] for r in rows(plan)] == [3, 3, 3, 3, 3, 2]
+
+
+def test_stage_input_without_a_known_schema() -> None:
+    table = pa.table({"x": [3, 1, 2], "s": ["a", "b", "c"]})
+    plan = Project(
+        Filter(StageInput("s1", None), call("ge", col("x"), lit(2))),
+        (Alias(call("mul", col("x"), lit(10)), "y"),),
+    )
+    result = PolarsPlatform().run(plan, {"s1": table})
+    assert sorted(result.column("y").to_pylist()) == [20, 30]
 
 
 # --- joins ------------------------------------------------------------------
@@ -424,7 +447,9 @@ def test_cross_join() -> None:
     left = pa.table({"a": [1, 2], "s": ["x", "y"]})
     right = pa.table({"a": [10, 20, 30]})
     plan = Join(scan(left), scan(right), "cross", (), ())
-    expected = [{"a": la, "s": s, "a_right": ra} for la, s in [(1, "x"), (2, "y")] for ra in (10, 20, 30)]
+    expected = [
+        {"a": la, "s": s, "a_right": ra} for la, s in [(1, "x"), (2, "y")] for ra in (10, 20, 30)
+    ]
     result = run(plan)
     assert result.column_names == ["a", "s", "a_right"]
     assert same_rows(result.to_pylist(), expected)
@@ -453,11 +478,24 @@ def test_join_unicode_string_keys() -> None:
     assert same_rows(rows(plan), [{"s": "ß", "n": 1, "m": 7}, {"s": "日本", "n": 2, "m": 5}])
 
 
+def test_join_keys_of_different_types() -> None:
+    left = pa.table(
+        {
+            "p": pa.array([Decimal("1.00"), Decimal("2.50"), None], pa.decimal128(10, 2)),
+            "s": pa.array(["a", "b", "c"], pa.large_string()),
+        }
+    )
+    right = pa.table({"p": pa.array([1, 3], pa.int64()), "s": ["a", "c"], "r": [10, 30]})
+    plan = Join(scan(left), scan(right), "full", ("p", "s"), ("p", "s"))
+    expected = reference_join(left, right, "full", ("p", "s"), ("p", "s"))
+    for row in expected:  # the merged key has the left (decimal) type
+        row["p"] = None if row["p"] is None else Decimal(row["p"]).quantize(Decimal("0.01"))
+    assert same_rows(rows(plan), expected)
+
+
 def test_join_on_stage_inputs() -> None:
     left, right = LEFT, RIGHT
-    plan = Join(
-        StageInput("l", left.schema), StageInput("r", right.schema), "left", ("k",), ("k",)
-    )
+    plan = Join(StageInput("l", left.schema), StageInput("r", right.schema), "left", ("k",), ("k",))
     expected = reference_join(left, right, "left", ("k",), ("k",))
     assert same_rows(rows(plan, {"l": left, "r": right}), expected)
 
@@ -507,8 +545,7 @@ def _all_aggs(operand: str) -> tuple[Alias, ...]:
 
 def _approx_rows(expected: list[Row]) -> list[Row]:
     return [
-        {k: pytest.approx(v) if isinstance(v, float) else v for k, v in r.items()}
-        for r in expected
+        {k: pytest.approx(v) if isinstance(v, float) else v for k, v in r.items()} for r in expected
     ]
 
 
@@ -575,7 +612,10 @@ def test_sum_of_booleans_counts_true() -> None:
 
 def test_min_max_of_strings_and_dates() -> None:
     table = pa.table(
-        {"s": ["pear", "äpfel", None, "apple"], "d": [dt.date(2024, 3, 1), None, dt.date(2023, 1, 2), dt.date(2024, 1, 1)]}
+        {
+            "s": ["pear", "äpfel", None, "apple"],
+            "d": [dt.date(2024, 3, 1), None, dt.date(2023, 1, 2), dt.date(2024, 1, 1)],
+        }
     )
     aggs = (
         Alias(Agg("min", col("s")), "smin"),
@@ -614,9 +654,7 @@ def test_sort_by_two_keys() -> None:
         PEOPLE.to_pylist(),
         key=lambda r: (r["city"] is None, r["city"] or "", r["age"] is None, -(r["age"] or 0)),
     )
-    assert [(r["city"], r["age"]) for r in rows(plan)] == [
-        (r["city"], r["age"]) for r in expected
-    ]
+    assert [(r["city"], r["age"]) for r in rows(plan)] == [(r["city"], r["age"]) for r in expected]
 
 
 def test_sort_unicode_strings() -> None:
@@ -649,6 +687,12 @@ def test_union_all_keeps_duplicates_and_widens_types() -> None:
     assert same_rows(table.to_pylist(), first.to_pylist() + second.to_pylist())
 
 
+def test_union_with_a_null_typed_part() -> None:
+    nulls = Project(scan(PEOPLE.slice(0, 2)), (Alias(lit(None), "x"),))
+    ints = Project(scan(PEOPLE.slice(0, 2)), (Alias(col("age"), "x"),))
+    assert same_rows(rows(Union((nulls, ints))), [{"x": None}, {"x": None}, {"x": 34}, {"x": None}])
+
+
 def test_whole_fragment_pipeline() -> None:
     joined = Join(scan(LEFT), scan(RIGHT), "inner", ("k",), ("k",))
     grouped = Aggregate(
@@ -669,8 +713,20 @@ SCALARS = pa.table(
         "f": [2.5, -2.5, 0.25, None, -0.125],
         "s": ["Hello", "wörld ", None, "  straße\t", "a%b_c"],
         "b": [True, False, None, True, None],
-        "d": [dt.date(2024, 2, 29), dt.date(2023, 12, 31), None, dt.date(2024, 1, 1), dt.date(2000, 7, 15)],
-        "e": [dt.date(2024, 1, 1), dt.date(2024, 1, 1), dt.date(2024, 1, 1), None, dt.date(2000, 7, 1)],
+        "d": [
+            dt.date(2024, 2, 29),
+            dt.date(2023, 12, 31),
+            None,
+            dt.date(2024, 1, 1),
+            dt.date(2000, 7, 15),
+        ],
+        "e": [
+            dt.date(2024, 1, 1),
+            dt.date(2024, 1, 1),
+            dt.date(2024, 1, 1),
+            None,
+            dt.date(2000, 7, 1),
+        ],
     }
 )
 
@@ -807,7 +863,9 @@ def test_str_like(pattern: str, expected: list[bool | None]) -> None:
 
 
 def test_str_like_matches_across_newlines() -> None:
-    plan = Project(scan({"s": ["a\nb", "ab"]}), (Alias(call("str_like", col("s"), lit("a%b")), "m"),))
+    plan = Project(
+        scan({"s": ["a\nb", "ab"]}), (Alias(call("str_like", col("s"), lit("a%b")), "m"),)
+    )
     assert [r["m"] for r in rows(plan)] == [True, True]
 
 
@@ -828,8 +886,12 @@ def test_integer_arithmetic_does_not_overflow_int32() -> None:
 
 MONEY = pa.table(
     {
-        "p": pa.array([Decimal("1.25"), Decimal("-2.35"), None, Decimal("10.05")], pa.decimal128(10, 2)),
-        "q": pa.array([Decimal("1.5"), Decimal("2.0"), Decimal("3.1"), Decimal("-0.5")], pa.decimal128(5, 1)),
+        "p": pa.array(
+            [Decimal("1.25"), Decimal("-2.35"), None, Decimal("10.05")], pa.decimal128(10, 2)
+        ),
+        "q": pa.array(
+            [Decimal("1.5"), Decimal("2.0"), Decimal("3.1"), Decimal("-0.5")], pa.decimal128(5, 1)
+        ),
         "n": pa.array([2, 3, 4, None], pa.int64()),
     }
 )
@@ -853,7 +915,9 @@ def test_decimal_arithmetic_is_exact(
     assert table.schema.field("r").type == result_type
     expected = [
         None if a is None or b is None else fn(a, b)
-        for a, b in zip(MONEY.column(left).to_pylist(), MONEY.column(right).to_pylist(), strict=True)
+        for a, b in zip(
+            MONEY.column(left).to_pylist(), MONEY.column(right).to_pylist(), strict=True
+        )
     ]
     assert table.column("r").to_pylist() == expected
 
@@ -900,7 +964,37 @@ def test_decimal_aggregates() -> None:
 
 def test_date_filter_against_a_date_literal() -> None:
     plan = Filter(scan(SCALARS), call("ge", col("d"), lit(dt.date(2024, 1, 1))))
-    expected = [r for r in SCALARS.to_pylist() if r["d"] is not None and r["d"] >= dt.date(2024, 1, 1)]
+    expected = [
+        r for r in SCALARS.to_pylist() if r["d"] is not None and r["d"] >= dt.date(2024, 1, 1)
+    ]
+    assert rows(plan) == expected
+
+
+def test_timestamp_parts() -> None:
+    stamps = [dt.datetime(2024, 2, 29, 23, 59), None, dt.datetime(1999, 12, 5, 1, 2)]
+    table = pa.table({"t": pa.array(stamps, pa.timestamp("us"))})
+    ops = ("dt_year", "dt_month", "dt_day", "dt_quarter", "dt_weekday")
+    plan = Project(scan(table), tuple(Alias(call(op, col("t")), op) for op in ops))
+    expected = [
+        dict.fromkeys(ops)
+        if t is None
+        else {
+            "dt_year": t.year,
+            "dt_month": t.month,
+            "dt_day": t.day,
+            "dt_quarter": (t.month - 1) // 3 + 1,
+            "dt_weekday": t.weekday(),
+        }
+        for t in stamps
+    ]
+    assert rows(plan) == expected
+
+
+def test_date_compared_with_a_timestamp() -> None:
+    plan = Filter(scan(SCALARS), call("lt", col("d"), lit(dt.datetime(2024, 1, 1, 12))))
+    expected = [
+        r for r in SCALARS.to_pylist() if r["d"] is not None and r["d"] <= dt.date(2024, 1, 1)
+    ]
     assert rows(plan) == expected
 
 

@@ -28,6 +28,7 @@ from dalang.plan.exprs import (
     InList,
     Literal,
     output_name,
+    strip_alias,
 )
 from dalang.plan.nodes import (
     Aggregate,
@@ -45,7 +46,7 @@ __all__ = ["sql_to_plan"]
 
 _DIALECT = "duckdb"
 
-_BINARY_OPS: dict[type[exp.Expression], str] = {
+_BINARY_OPS: dict[type[exp.Expr], str] = {
     exp.Add: "add",
     exp.Sub: "sub",
     exp.Mul: "mul",
@@ -63,7 +64,7 @@ _BINARY_OPS: dict[type[exp.Expression], str] = {
     exp.Or: "or",
 }
 
-_UNARY_OPS: dict[type[exp.Expression], str] = {
+_UNARY_OPS: dict[type[exp.Expr], str] = {
     exp.Neg: "neg",
     exp.Abs: "abs",
     exp.Lower: "str_lower",
@@ -77,7 +78,7 @@ _UNARY_OPS: dict[type[exp.Expression], str] = {
 
 _EXTRACT_OPS = {"year": "dt_year", "month": "dt_month", "day": "dt_day", "quarter": "dt_quarter"}
 
-_AGG_FUNCS: dict[type[exp.Expression], str] = {
+_AGG_FUNCS: dict[type[exp.Expr], str] = {
     exp.Sum: "sum",
     exp.Avg: "mean",
     exp.Min: "min",
@@ -124,7 +125,7 @@ def sql_to_plan(query: str, tables: Mapping[str, Node]) -> Node:
     by_name = {name.lower(): node for name, node in tables.items()}
     _check_tables(tree, by_name, tables)
     _name_outputs(tree)
-    schema = {name: _column_types(name, node) for name, node in by_name.items()}
+    schema: dict[str, object] = {n: _column_types(n, node) for n, node in by_name.items()}
     try:
         tree = qualify(
             tree,
@@ -135,6 +136,11 @@ def sql_to_plan(query: str, tables: Mapping[str, Node]) -> Node:
             identify=False,
         )
     except OptimizeError as e:
+        unknown = re.match(r"Unknown column: (\S+)", str(e))
+        if unknown:
+            raise ColumnNotFound(
+                unknown.group(1), _columns_in(tree, by_name), where="the tables queried"
+            ) from e
         raise SqlError(str(e)) from e
     return _Translator(by_name).query(tree, _Namer(), top=True).node
 
@@ -142,17 +148,17 @@ def sql_to_plan(query: str, tables: Mapping[str, Node]) -> Node:
 # --------------------------------------------------------------------------- parsing
 
 
-def _parse(query: str) -> exp.Expression:
+def _parse(query: str) -> exp.Expr:
     try:
         statements = sqlglot.parse(query, read=_DIALECT)
     except ParseError as e:
         raise _syntax_error(query, e) from e
     except TokenError as e:
         raise SqlSyntaxError(f"SQL does not tokenize: {e}") from e
-    statements = [s for s in statements if s is not None]
-    if len(statements) != 1:
-        raise SqlError(f"expected one SQL statement, got {len(statements)}")
-    tree = statements[0]
+    found = [s for s in statements if s is not None]
+    if len(found) != 1:
+        raise SqlError(f"expected one SQL statement, got {len(found)}")
+    tree = found[0]
     if not isinstance(tree, exp.Query):
         raise SqlError(f"only SELECT queries are supported, not {tree.key.upper()}")
     return tree
@@ -173,7 +179,7 @@ def _syntax_error(query: str, error: ParseError) -> SqlSyntaxError:
     return SqlSyntaxError(message, line=line, column=col)
 
 
-def _check_tables(tree: exp.Expression, by_name: Mapping[str, Node], given: Mapping[str, Node]) -> None:
+def _check_tables(tree: exp.Expr, by_name: Mapping[str, Node], given: Mapping[str, Node]) -> None:
     ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     for table in tree.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
@@ -184,7 +190,7 @@ def _check_tables(tree: exp.Expression, by_name: Mapping[str, Node], given: Mapp
             raise SqlError(f"unknown table {table.name!r}; tables given: {known}")
 
 
-def _name_outputs(tree: exp.Expression) -> None:
+def _name_outputs(tree: exp.Expr) -> None:
     """Alias unnamed SELECT expressions the way DuckDB names them (``sum(x)``)."""
     query = tree
     while isinstance(query, exp.SetOperation):
@@ -195,6 +201,16 @@ def _name_outputs(tree: exp.Expression) -> None:
         if not isinstance(projection, exp.Alias | exp.Column | exp.Star):
             name = projection.sql(dialect=_DIALECT, normalize_functions="lower")
             projection.replace(exp.alias_(projection.copy(), name, quoted=True))
+
+
+def _columns_in(tree: exp.Expr, by_name: Mapping[str, Node]) -> list[str]:
+    """Column names of the given tables a query reads, for "did you mean" hints."""
+    names: dict[str, None] = {}
+    for table in tree.find_all(exp.Table):
+        node = by_name.get(table.name.lower())
+        schema = node.schema if node is not None else None
+        names.update(dict.fromkeys(schema.names if schema is not None else []))
+    return list(names)
 
 
 def _column_types(name: str, node: Node) -> dict[str, str]:
@@ -240,17 +256,17 @@ class _Ctx:
     """What expressions resolve against: columns, replaced subexpressions, the outer query."""
 
     columns: Mapping[tuple[str, str], str]
-    replacements: Mapping[exp.Expression, ExprNode] = field(default_factory=dict)
+    replacements: Mapping[exp.Expr, ExprNode] = field(default_factory=dict)
     ungrouped: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
-    def with_replacement(self, key: exp.Expression, value: ExprNode) -> _Ctx:
+    def with_replacement(self, key: exp.Expr, value: ExprNode) -> _Ctx:
         return _Ctx(self.columns, {**self.replacements, key: value}, self.ungrouped)
 
     def merged(self, inner: Mapping[tuple[str, str], str]) -> _Ctx:
         return _Ctx({**self.columns, **inner}, self.replacements, self.ungrouped)
 
 
-def _conjuncts(e: exp.Expression | None) -> list[exp.Expression]:
+def _conjuncts(e: exp.Expr | None) -> list[exp.Expr]:
     if e is None:
         return []
     while isinstance(e, exp.Paren):
@@ -260,7 +276,7 @@ def _conjuncts(e: exp.Expression | None) -> list[exp.Expression]:
     return [e]
 
 
-def _direct_nodes(e: exp.Expression) -> Iterator[exp.Expression]:
+def _direct_nodes(e: exp.Expr) -> Iterator[exp.Expr]:
     """Nodes of ``e`` outside nested queries (a nested query itself is yielded)."""
     yield e
     if isinstance(e, exp.Query):
@@ -269,15 +285,15 @@ def _direct_nodes(e: exp.Expression) -> Iterator[exp.Expression]:
         yield from _direct_nodes(child)
 
 
-def _direct_columns(e: exp.Expression) -> list[exp.Column]:
+def _direct_columns(e: exp.Expr) -> list[exp.Column]:
     return [n for n in _direct_nodes(e) if isinstance(n, exp.Column)]
 
 
-def _qualifiers(e: exp.Expression) -> set[str]:
+def _qualifiers(e: exp.Expr) -> set[str]:
     return {c.table.lower() for c in _direct_columns(e)}
 
 
-def _has_subquery(e: exp.Expression) -> bool:
+def _has_subquery(e: exp.Expr) -> bool:
     return any(isinstance(n, exp.Query) for n in _direct_nodes(e) if n is not e)
 
 
@@ -298,12 +314,26 @@ def _schema_names(node: Node) -> tuple[str, ...]:
     return tuple(schema.names)
 
 
+def _nullable(node: Node, column: str) -> bool:
+    schema = node.schema
+    return schema is None or schema.field(column).nullable
+
+
 def _rename(node: Node, mapping: Sequence[tuple[str, str]]) -> Node:
     """Project ``node`` to ``(old, new)`` columns in order; no-op when nothing changes."""
     if [new for _, new in mapping] == list(_schema_names(node)) and all(
         old == new for old, new in mapping
     ):
         return node
+    if isinstance(node, Project):  # rename inside the projection rather than stack another
+        by_name = {output_name(e): strip_alias(e) for e in node.exprs}
+        return Project(
+            node.input,
+            tuple(
+                by_name[old] if output_name(by_name[old]) == new else Alias(by_name[old], new)
+                for old, new in mapping
+            ),
+        )
     exprs = tuple(Column(old) if old == new else Alias(Column(old), new) for old, new in mapping)
     return Project(node, exprs)
 
@@ -318,7 +348,7 @@ class _Translator:
 
     # ----------------------------------------------------------------- queries
 
-    def query(self, q: exp.Expression, namer: _Namer, *, top: bool = False) -> _Rel:
+    def query(self, q: exp.Expr, namer: _Namer, *, top: bool = False) -> _Rel:
         """Plan a whole query (not correlated); its columns keyed by ``("", name)``."""
         with_ = q.args.get("with_") or q.args.get("with")
         saved = dict(self.ctes)
@@ -346,11 +376,13 @@ class _Translator:
             self.ctes = saved
 
     def _union(self, q: exp.Union) -> _Rel:
-        parts: list[exp.Expression] = []
+        parts: list[exp.Expr] = []
 
-        def flatten(e: exp.Expression, distinct: bool) -> None:
-            if isinstance(e, exp.Union) and bool(e.args.get("distinct")) == distinct and not (
-                e.args.get("order") or e.args.get("limit")
+        def flatten(e: exp.Expr, distinct: bool) -> None:
+            if (
+                isinstance(e, exp.Union)
+                and bool(e.args.get("distinct")) == distinct
+                and not (e.args.get("order") or e.args.get("limit"))
             ):
                 flatten(e.left, distinct)
                 flatten(e.right, distinct)
@@ -366,7 +398,8 @@ class _Translator:
         for rel in rels:
             if len(rel.names) != len(names):
                 raise SqlError(
-                    f"UNION parts have different numbers of columns: {len(names)} and {len(rel.names)}"
+                    "UNION parts have different numbers of columns: "
+                    f"{len(names)} and {len(rel.names)}"
                 )
             nodes.append(_rename(rel.node, list(zip(rel.names, names, strict=True))))
         node: Node = Union(tuple(nodes))
@@ -375,7 +408,7 @@ class _Translator:
         node = self._order_limit_by_names(q, node, names)
         return _Rel(node, {("", n.lower()): n for n in names}, names)
 
-    def _order_limit_by_names(self, q: exp.Expression, node: Node, names: Sequence[str]) -> Node:
+    def _order_limit_by_names(self, q: exp.Expr, node: Node, names: Sequence[str]) -> Node:
         order = q.args.get("order")
         if order is not None:
             keys, desc, nulls = [], [], []
@@ -394,7 +427,7 @@ class _Translator:
             node = Sort(node, tuple(keys), tuple(desc), tuple(nulls))
         return self._limit(q, node)
 
-    def _limit(self, q: exp.Expression, node: Node) -> Node:
+    def _limit(self, q: exp.Expr, node: Node) -> Node:
         limit, offset = q.args.get("limit"), q.args.get("offset")
         if limit is None and offset is None:
             return node
@@ -405,14 +438,14 @@ class _Translator:
         return Limit(node, n, off)
 
     @staticmethod
-    def _int_arg(e: exp.Expression, what: str) -> int:
+    def _int_arg(e: exp.Expr, what: str) -> int:
         if isinstance(e, exp.Literal) and not e.is_string and e.this.isdigit():
             return int(e.this)
         raise SqlError(f"{what} needs a constant integer, got {e.sql(_DIALECT)}")
 
     # ----------------------------------------------------------------- FROM and WHERE
 
-    def _source(self, item: exp.Expression, namer: _Namer) -> _Rel:
+    def _source(self, item: exp.Expr, namer: _Namer) -> _Rel:
         """One FROM item, its columns renamed where they clash within ``namer``."""
         alias = item.alias_or_name.lower()
         if isinstance(item, exp.Table):
@@ -444,13 +477,13 @@ class _Translator:
 
     def _block(
         self, sel: exp.Select, outer: _Ctx | None, namer: _Namer
-    ) -> tuple[_Rel, list[exp.Expression]]:
+    ) -> tuple[_Rel, list[exp.Expr]]:
         """FROM, JOIN and WHERE of one SELECT; returns the conjuncts correlated to ``outer``."""
         from_ = sel.args.get("from_") or sel.args.get("from")
         if from_ is None:
             raise SqlError("SELECT without FROM is not supported")
         pool = [self._source(from_.this, namer)]
-        pending: list[exp.Expression] = []
+        pending: list[exp.Expr] = []
         explicit: list[tuple[exp.Join, _Rel]] = []
         for join in sel.args.get("joins") or []:
             rel = self._source(join.this, namer)
@@ -466,10 +499,12 @@ class _Translator:
 
         where = sel.args.get("where")
         on_pool = [(c, True) for c in pending]
-        where_conjuncts = [(c, False) for c in _conjuncts(where.this if where is not None else None)]
-        local: list[tuple[exp.Expression, bool]] = []
-        correlated: list[exp.Expression] = []
-        with_subquery: list[exp.Expression] = []
+        where_conjuncts = [
+            (c, False) for c in _conjuncts(where.this if where is not None else None)
+        ]
+        local: list[tuple[exp.Expr, bool]] = []
+        correlated: list[exp.Expr] = []
+        with_subquery: list[exp.Expr] = []
         known = set().union(*(r.qualifiers for r in pool), *(r.qualifiers for _, r in explicit))
         for c, is_on in on_pool + where_conjuncts:
             if _qualifiers(c) - known:
@@ -487,13 +522,9 @@ class _Translator:
         if explicit:
             # the comma/inner pool first, then each explicit join in order, the rest of WHERE after;
             # WHERE may go below the joins only when they keep every row of the pool
-            pushable = all(
-                (j.side or "").upper() not in {"RIGHT", "FULL"} for j, _ in explicit
-            )
+            pushable = all((j.side or "").upper() not in {"RIGHT", "FULL"} for j, _ in explicit)
             quals = set().union(*(r.qualifiers for r in pool))
-            below = [
-                c for c, is_on in local if is_on or (pushable and _qualifiers(c) <= quals)
-            ]
+            below = [c for c, is_on in local if is_on or (pushable and _qualifiers(c) <= quals)]
             rel = self._join_pool(pool, below, namer)
             for join, right in explicit:
                 rel = self._explicit_join(rel, right, join)
@@ -516,16 +547,14 @@ class _Translator:
             out.update(r.columns)
         return out
 
-    def _filter(self, rel: _Rel, conjuncts: Sequence[exp.Expression]) -> _Rel:
+    def _filter(self, rel: _Rel, conjuncts: Sequence[exp.Expr]) -> _Rel:
         if not conjuncts:
             return rel
         ctx = _Ctx(rel.columns)
         pred = _and_all([self.expr(c, ctx) for c in conjuncts])
         return _Rel(Filter(rel.node, pred), rel.columns, rel.names)
 
-    def _equi_key(
-        self, c: exp.Expression, left: _Rel, right: _Rel
-    ) -> tuple[str, str] | None:
+    def _equi_key(self, c: exp.Expr, left: _Rel, right: _Rel) -> tuple[str, str] | None:
         """``(left column, right column)`` when ``c`` is ``left.col = right.col``."""
         if not isinstance(c, exp.EQ):
             return None
@@ -539,7 +568,7 @@ class _Translator:
             return left.columns[kb], right.columns[ka]
         return None
 
-    def _join_pool(self, pool: list[_Rel], conjuncts: list[exp.Expression], namer: _Namer) -> _Rel:
+    def _join_pool(self, pool: list[_Rel], conjuncts: list[exp.Expr], namer: _Namer) -> _Rel:
         """Inner-join FROM items greedily along equalities, filtering as early as possible."""
         pending = list(conjuncts)
         constant = [c for c in pending if not _qualifiers(c)]
@@ -587,9 +616,9 @@ class _Translator:
         if kind not in {"", "INNER", "OUTER", "CROSS", "SEMI", "ANTI"}:
             raise SqlError(f"{kind} JOIN is not supported")
         keys: list[tuple[str, str]] = []
-        residual: list[exp.Expression] = []
-        right_only: list[exp.Expression] = []
-        left_only: list[exp.Expression] = []
+        residual: list[exp.Expr] = []
+        right_only: list[exp.Expr] = []
+        left_only: list[exp.Expr] = []
         for c in _conjuncts(join.args.get("on")):
             key = self._equi_key(c, left, right)
             if key:
@@ -605,9 +634,7 @@ class _Translator:
         if not keys and how != "cross" and not residual:
             how = "cross" if how == "inner" else how
         both = {**left.columns, **right.columns}
-        condition = (
-            _and_all([self.expr(c, _Ctx(both)) for c in residual]) if residual else None
-        )
+        condition = _and_all([self.expr(c, _Ctx(both)) for c in residual]) if residual else None
         if how == "cross" and condition is not None:
             how = "inner"
         node = Join(
@@ -625,7 +652,7 @@ class _Translator:
     # ----------------------------------------------------------------- subqueries
 
     def _subquery_predicate(
-        self, node: Node, ctx: _Ctx, c: exp.Expression, namer: _Namer
+        self, node: Node, ctx: _Ctx, c: exp.Expr, namer: _Namer
     ) -> tuple[Node, _Ctx]:
         """Apply one WHERE/HAVING conjunct holding subqueries as joins (and a filter)."""
         negate = False
@@ -646,11 +673,11 @@ class _Translator:
         return Filter(node, self.expr(c, ctx)), ctx
 
     def _correlation(
-        self, correlated: Sequence[exp.Expression], inner: _Rel, outer: _Ctx
-    ) -> tuple[list[tuple[str, str]], list[exp.Expression]]:
+        self, correlated: Sequence[exp.Expr], inner: _Rel, outer: _Ctx
+    ) -> tuple[list[tuple[str, str]], list[exp.Expr]]:
         """Split correlated conjuncts into ``(outer, inner)`` key pairs and the rest."""
         keys: list[tuple[str, str]] = []
-        residual: list[exp.Expression] = []
+        residual: list[exp.Expr] = []
         for c in correlated:
             pair = None
             if isinstance(c, exp.EQ):
@@ -667,7 +694,7 @@ class _Translator:
                 residual.append(c)
         return keys, residual
 
-    def _exists(self, node: Node, ctx: _Ctx, sub: exp.Expression, how: str, namer: _Namer) -> Node:
+    def _exists(self, node: Node, ctx: _Ctx, sub: exp.Expr, how: str, namer: _Namer) -> Node:
         sel = sub.this if isinstance(sub, exp.Subquery) else sub
         if not isinstance(sel, exp.Select):
             raise SqlError("EXISTS over a set operation is not supported")
@@ -690,9 +717,7 @@ class _Translator:
             condition,
         )
 
-    def _in_subquery(
-        self, node: Node, ctx: _Ctx, target: exp.In, how: str, namer: _Namer
-    ) -> Node:
+    def _in_subquery(self, node: Node, ctx: _Ctx, target: exp.In, how: str, namer: _Namer) -> Node:
         query = target.args["query"]
         sel = query.this if isinstance(query, exp.Subquery) else query
         operand = self.expr(target.this, ctx)
@@ -717,15 +742,35 @@ class _Translator:
             left_key = namer.fresh(_safe_name(output_name(operand)))
             node = Project(
                 node,
-                tuple(Column(n) for n in _schema_names(node)) + (Alias(operand, left_key),),
+                (*(Column(n) for n in _schema_names(node)), Alias(operand, left_key)),
             )
-        return Join(
+        if how == "anti" and _nullable(node, left_key):
+            # x NOT IN (...) is null, so not true, when x is null
+            node = Filter(node, Call("is_not_null", (Column(left_key),)))
+        joined: Node = Join(
             node,
             out.node,
             how,
             (left_key, *(k[0] for k in keys)),
             (values[0], *(k[1] for k in keys)),
         )
+        if how == "anti" and not keys and _nullable(out.node, values[0]):
+            # ... and when the subquery yields a null: keep rows only if it yields none
+            nulls = namer.fresh("null_count")
+            count = Aggregate(
+                Filter(out.node, Call("is_null", (Column(values[0]),))),
+                (),
+                (Alias(Agg("count_all", None), nulls),),
+            )
+            names = _schema_names(joined)
+            joined = Project(
+                Filter(
+                    Join(joined, count, "cross", (), ()),
+                    Call("eq", (Column(nulls), Literal(0))),
+                ),
+                tuple(Column(n) for n in names),
+            )
+        return joined
 
     def _register(self, rel: _Rel, namer: _Namer) -> _Rel:
         mapping = [(old, namer.fresh(old)) for old in rel.names]
@@ -757,18 +802,16 @@ class _Translator:
             return Join(node, out.node, "cross", (), ()), Column(values[0])
         counts = any(isinstance(a, exp.Count) for a in self._aggregates(sel.expressions))
         how = "inner" if inner and not counts else "left"
-        joined = Join(
-            node, out.node, how, tuple(k[0] for k in keys), tuple(k[1] for k in keys)
-        )
+        joined = Join(node, out.node, how, tuple(k[0] for k in keys), tuple(k[1] for k in keys))
         return joined, Column(values[0])
 
     # ----------------------------------------------------------------- SELECT list
 
     @staticmethod
-    def _aggregates(exprs: Sequence[exp.Expression]) -> list[exp.Expression]:
-        found: list[exp.Expression] = []
+    def _aggregates(exprs: Sequence[exp.Expr]) -> list[exp.Expr]:
+        found: list[exp.Expr] = []
 
-        def visit(e: exp.Expression) -> None:
+        def visit(e: exp.Expr) -> None:
             if isinstance(e, exp.Query):
                 return
             if isinstance(e, exp.Window):
@@ -819,7 +862,8 @@ class _Translator:
                 else:
                     node = Filter(node, self.expr(c, ctx))
 
-        for sub in [n for p in inner_projs for n in _direct_nodes(p) if isinstance(n, exp.Subquery)]:
+        subqueries = [n for p in inner_projs for n in _direct_nodes(p)]
+        for sub in [n for n in subqueries if isinstance(n, exp.Subquery)]:
             node, value = self._scalar(node, ctx, sub, namer, inner=False)
             ctx = ctx.with_replacement(sub, value)
 
@@ -827,7 +871,7 @@ class _Translator:
         outputs: list[ExprNode] = [Column(k) for k in extra_keys]
         names: list[str] = list(extra_keys)
         taken = {n.lower() for n in names}
-        by_expr: dict[exp.Expression, str] = {}
+        by_expr: dict[exp.Expr, str] = {}
         by_alias: dict[str, str] = {}
         for p, inner in zip(projections, inner_projs, strict=True):
             sql_name = p.alias_or_name
@@ -858,7 +902,7 @@ class _Translator:
                 else:
                     if sel.args.get("distinct") is not None:
                         raise SqlError(
-                            "with SELECT DISTINCT, ORDER BY expressions must appear in the select list"
+                            "with SELECT DISTINCT, ORDER BY expressions must be selected"
                         )
                     name = f"__order_{len(hidden)}"
                     while name.lower() in taken:
@@ -888,13 +932,13 @@ class _Translator:
         self,
         rel: _Rel,
         group: exp.Group | None,
-        aggs: Sequence[exp.Expression],
+        aggs: Sequence[exp.Expr],
         extra_keys: Sequence[str],
         namer: _Namer,
     ) -> tuple[Node, _Ctx]:
         ctx = _Ctx(rel.columns)
         keys = list(extra_keys)
-        replacements: dict[exp.Expression, ExprNode] = {}
+        replacements: dict[exp.Expr, ExprNode] = {}
         computed: list[ExprNode] = []
         for g in group.expressions if group is not None else []:
             if isinstance(g, exp.Literal) and not g.is_string:
@@ -922,7 +966,7 @@ class _Translator:
         grouped = {k: v for k, v in rel.columns.items() if v in keys}
         return node, _Ctx(grouped, replacements, rel.columns)
 
-    def _agg(self, a: exp.Expression, ctx: _Ctx) -> Agg:
+    def _agg(self, a: exp.Expr, ctx: _Ctx) -> Agg:
         if self._aggregates(list(a.iter_expressions())):
             raise SqlError(f"nested aggregate: {a.sql(_DIALECT)}")
         if isinstance(a, exp.Count):
@@ -935,15 +979,16 @@ class _Translator:
                 return Agg("count_distinct", self.expr(arg.expressions[0], ctx))
             return Agg("count", self.expr(arg, ctx))
         func = _AGG_FUNCS.get(type(a))
+        label = a.sql_name() if isinstance(a, exp.Func) else a.key
         if func is None:
-            raise SqlError(f"aggregate function {a.sql_name()} is not supported")
+            raise SqlError(f"aggregate function {label} is not supported")
         if isinstance(a.this, exp.Distinct):
-            raise SqlError(f"{a.sql_name().lower()}(DISTINCT ...) is not supported")
+            raise SqlError(f"{label.lower()}(DISTINCT ...) is not supported")
         return Agg(func, self.expr(a.this, ctx))
 
     # ----------------------------------------------------------------- expressions
 
-    def expr(self, e: exp.Expression, ctx: _Ctx) -> ExprNode:
+    def expr(self, e: exp.Expr, ctx: _Ctx) -> ExprNode:
         """Translate one scalar SQL expression."""
         if e in ctx.replacements:
             return ctx.replacements[e]
@@ -973,9 +1018,7 @@ class _Translator:
             matches = {v for (_, c), v in ctx.columns.items() if c == key[1]}
             if len(matches) == 1:
                 return Column(matches.pop())
-        if key in ctx.ungrouped or (
-            not e.table and any(c == key[1] for _, c in ctx.ungrouped)
-        ):
+        if key in ctx.ungrouped or (not e.table and any(c == key[1] for _, c in ctx.ungrouped)):
             raise SqlError(
                 f"column {e.sql(_DIALECT)!r} must appear in the GROUP BY clause"
                 " or be used in an aggregate function"
@@ -988,7 +1031,7 @@ class _Translator:
         where = f"table {e.table!r}" if e.table else "the FROM clause"
         return ColumnNotFound(e.name, available, where=where)
 
-    def _binary(self, e: exp.Expression, op: str, ctx: _Ctx) -> ExprNode:
+    def _binary(self, e: exp.Expr, op: str, ctx: _Ctx) -> ExprNode:
         left, right = e.this, e.expression
         if op in {"add", "sub"} and isinstance(right, exp.Interval):
             return self._interval(self.expr(left, ctx), right, op)
@@ -1015,12 +1058,10 @@ class _Translator:
             return Literal(_shift_date(base.value, amount, unit), base.dtype)
         days = {"day": 1, "week": 7}.get(unit)
         if days is None:
-            raise SqlError(
-                f"INTERVAL {unit.upper()} is only supported added to a constant date"
-            )
+            raise SqlError(f"INTERVAL {unit.upper()} is only supported added to a constant date")
         return Call("add", (base, Literal(amount * days)))
 
-    def _literal(self, e: exp.Expression, ctx: _Ctx) -> ExprNode:
+    def _literal(self, e: exp.Expr, ctx: _Ctx) -> ExprNode:
         assert isinstance(e, exp.Literal)
         if e.is_string:
             return Literal(e.this)
@@ -1032,7 +1073,7 @@ class _Translator:
         if "e" in text.lower():
             return Literal(float(text))
         d = decimal.Decimal(text)
-        sign, digits, exponent = d.as_tuple()
+        _, digits, exponent = d.as_tuple()
         assert isinstance(exponent, int)
         scale = max(-exponent, 0)
         precision = max(len(digits) + max(exponent, 0), scale + 1)
@@ -1040,7 +1081,7 @@ class _Translator:
             return Literal(float(text))
         return Literal(d, pa.decimal128(precision, scale))
 
-    def _cast(self, e: exp.Expression, ctx: _Ctx) -> ExprNode:
+    def _cast(self, e: exp.Expr, ctx: _Ctx) -> ExprNode:
         assert isinstance(e, exp.Cast)
         to = _arrow_type(e.to)
         operand = self.expr(e.this, ctx)
@@ -1054,7 +1095,7 @@ class _Translator:
                 raise SqlError(f"not a valid {e.to.sql(_DIALECT)}: {operand.value!r}") from err
         return Cast(operand, to)
 
-    def _not(self, e: exp.Expression, ctx: _Ctx) -> ExprNode:
+    def _not(self, e: exp.Expr, ctx: _Ctx) -> ExprNode:
         inner = e.this
         while isinstance(inner, exp.Paren):
             inner = inner.this
@@ -1062,12 +1103,12 @@ class _Translator:
             return Call("is_not_null", (self.expr(inner.this, ctx),))
         return Call("not", (self.expr(inner, ctx),))
 
-    def _is(self, e: exp.Expression, ctx: _Ctx) -> ExprNode:
+    def _is(self, e: exp.Expr, ctx: _Ctx) -> ExprNode:
         if not isinstance(e.expression, exp.Null):
             raise SqlError(f"IS only supports NULL: {e.sql(_DIALECT)}")
         return Call("is_null", (self.expr(e.this, ctx),))
 
-    def _in(self, e: exp.Expression, ctx: _Ctx) -> ExprNode:
+    def _in(self, e: exp.Expr, ctx: _Ctx) -> ExprNode:
         if e.args.get("query") is not None:
             raise SqlError(
                 "IN (subquery) is only supported as a WHERE/HAVING condition joined by AND"
@@ -1084,13 +1125,13 @@ class _Translator:
                 out = Call("or", (out, o))
         return Call("not", (out,)) if e.args.get("negate") else out
 
-    def _between(self, e: exp.Expression, ctx: _Ctx) -> ExprNode:
+    def _between(self, e: exp.Expr, ctx: _Ctx) -> ExprNode:
         x = self.expr(e.this, ctx)
         low, high = self.expr(e.args["low"], ctx), self.expr(e.args["high"], ctx)
         out = Call("and", (Call("ge", (x, low)), Call("le", (x, high))))
         return Call("not", (out,)) if e.args.get("negate") else out
 
-    def _like(self, e: exp.Expression, ctx: _Ctx) -> ExprNode:
+    def _like(self, e: exp.Expr, ctx: _Ctx) -> ExprNode:
         if e.args.get("escape") is not None:
             raise SqlError("LIKE ... ESCAPE is not supported")
         pattern = self.expr(e.expression, ctx)
@@ -1103,7 +1144,7 @@ class _Translator:
         out = _like_call(x, text)
         return Call("not", (out,)) if e.args.get("negate") else out
 
-    def _case(self, e: exp.Expression, ctx: _Ctx) -> ExprNode:
+    def _case(self, e: exp.Expr, ctx: _Ctx) -> ExprNode:
         subject = e.this
         whens: list[tuple[ExprNode, ExprNode]] = []
         for branch in e.args.get("ifs") or []:
@@ -1115,16 +1156,16 @@ class _Translator:
         otherwise = self.expr(default, ctx) if default is not None else Literal(None)
         return Case(tuple(whens), otherwise)
 
-    def _if(self, e: exp.Expression, ctx: _Ctx) -> ExprNode:
+    def _if(self, e: exp.Expr, ctx: _Ctx) -> ExprNode:
         false = e.args.get("false")
         otherwise = self.expr(false, ctx) if false is not None else Literal(None)
         return Case(((self.expr(e.this, ctx), self.expr(e.args["true"], ctx)),), otherwise)
 
-    def _coalesce(self, e: exp.Expression, ctx: _Ctx) -> ExprNode:
+    def _coalesce(self, e: exp.Expr, ctx: _Ctx) -> ExprNode:
         args = [e.this, *e.expressions]
         return Call("coalesce", tuple(self.expr(a, ctx) for a in args))
 
-    def _concat(self, e: exp.Expression, ctx: _Ctx) -> ExprNode:
+    def _concat(self, e: exp.Expr, ctx: _Ctx) -> ExprNode:
         args = [e.this, e.expression] if isinstance(e, exp.DPipe) else list(e.expressions)
         parts: list[ExprNode] = []
         for a in args:
@@ -1135,37 +1176,37 @@ class _Translator:
                 parts.append(value)
         return Call("str_concat", tuple(parts))
 
-    def _substring(self, e: exp.Expression, ctx: _Ctx) -> ExprNode:
+    def _substring(self, e: exp.Expr, ctx: _Ctx) -> ExprNode:
         start = self.expr(e.args["start"], ctx) if e.args.get("start") is not None else Literal(1)
         length_e = e.args.get("length")
         length = self.expr(length_e, ctx) if length_e is not None else Literal(None)
         if not (isinstance(start, Literal) and isinstance(start.value, int) and start.value >= 1):
             raise SqlError(f"SUBSTRING needs a constant start of at least 1: {e.sql(_DIALECT)}")
-        if not (isinstance(length, Literal) and (length.value is None or isinstance(length.value, int))):
+        if not (isinstance(length, Literal) and isinstance(length.value, int | None)):
             raise SqlError(f"SUBSTRING needs a constant length: {e.sql(_DIALECT)}")
         length_lit = Literal(None, pa.int64()) if length.value is None else length
         return Call("str_slice", (self.expr(e.this, ctx), Literal(start.value - 1), length_lit))
 
-    def _extract(self, e: exp.Expression, ctx: _Ctx) -> ExprNode:
+    def _extract(self, e: exp.Expr, ctx: _Ctx) -> ExprNode:
         unit = e.this.name.lower()
         op = _EXTRACT_OPS.get(unit)
         if op is None:
             raise SqlError(f"EXTRACT({unit.upper()} ...) is not supported")
         return Call(op, (self.expr(e.expression, ctx),))
 
-    def _round(self, e: exp.Expression, ctx: _Ctx) -> ExprNode:
+    def _round(self, e: exp.Expr, ctx: _Ctx) -> ExprNode:
         digits = e.args.get("decimals")
         nd = self.expr(digits, ctx) if digits is not None else Literal(0)
         if not (isinstance(nd, Literal) and isinstance(nd.value, int)):
             raise SqlError(f"ROUND needs a constant number of digits: {e.sql(_DIALECT)}")
         return Call("round", (self.expr(e.this, ctx), nd))
 
-    def _trim(self, e: exp.Expression, ctx: _Ctx) -> ExprNode:
+    def _trim(self, e: exp.Expr, ctx: _Ctx) -> ExprNode:
         if e.expression is not None or e.args.get("position"):
             raise SqlError(f"only plain TRIM(x) is supported: {e.sql(_DIALECT)}")
         return Call("str_strip", (self.expr(e.this, ctx),))
 
-    def _replace(self, e: exp.Expression, ctx: _Ctx) -> ExprNode:
+    def _replace(self, e: exp.Expr, ctx: _Ctx) -> ExprNode:
         old = self.expr(e.expression, ctx)
         new = self.expr(e.args["replacement"], ctx)
         if not (isinstance(old, Literal) and isinstance(new, Literal)):
@@ -1231,7 +1272,7 @@ def _arrow_type(t: exp.DataType) -> pa.DataType:
 
 _Handler = Callable[[_Translator, Any, _Ctx], ExprNode]
 
-_HANDLERS: dict[type[exp.Expression], _Handler] = {
+_HANDLERS: dict[type[exp.Expr], _Handler] = {
     exp.Column: _Translator._column,
     exp.Literal: _Translator._literal,
     exp.Paren: lambda t, e, ctx: t.expr(e.this, ctx),

@@ -47,6 +47,7 @@ from dalang.plan.nodes import (
 from dalang.plan.schema import expr_type, join_output_fields, join_output_fields_all
 
 __all__ = [
+    "EMPTY_COLUMN",
     "CompiledSql",
     "Leaf",
     "compile_fragment",
@@ -55,6 +56,9 @@ __all__ = [
     "sql_names",
     "sql_type",
 ]
+
+#: Name of the placeholder column of a query whose node has no columns (SQL needs one).
+EMPTY_COLUMN = "_dalang_no_columns"
 
 #: The characters Python's ``str.strip()`` removes (every ``str.isspace()`` code point).
 WHITESPACE = (
@@ -276,8 +280,11 @@ def _literal(value: Any, dtype: pa.DataType | None = None) -> exp.Expr:
             out = _cast(exp.Literal.string(format(value, "f")), t if pat.is_decimal(t) else natural)
             natural = t if pat.is_decimal(t) else natural
         case datetime.datetime():
-            natural = pa.timestamp("us", tz="UTC" if value.tzinfo is not None else None)
-            out = _cast(exp.Literal.string(value.isoformat(sep=" ")), natural)
+            if value.tzinfo is not None:  # spelled in UTC, so the session time zone plays no part
+                value = value.astimezone(datetime.UTC).replace(tzinfo=None)
+            natural = t if pat.is_timestamp(t) else pa.timestamp("us")
+            text = value.isoformat(sep=" ") + ("+00:00" if natural.tz else "")
+            out = _cast(exp.Literal.string(text), natural)
         case datetime.date():
             out, natural = _cast(exp.Literal.string(value.isoformat()), pa.date32()), pa.date32()
         case datetime.time():
@@ -693,6 +700,8 @@ class _Compiler:
         return sub, self.scope(alias, rel.schema.names, rel.cols, rel.schema)
 
     def select(self, schema: pa.Schema, exprs: Sequence[exp.Expr]) -> list[exp.Expr]:
+        if not exprs:  # SQL has no SELECT without columns; callers drop the placeholder
+            return [_alias(exp.null(), EMPTY_COLUMN)]
         return [_alias(e, c) for e, c in zip(exprs, sql_names(schema.names), strict=True)]
 
 
@@ -830,6 +839,9 @@ def _(node: Aggregate, c: _Compiler) -> _Rel:
         fields.append(pa.field(name, scope.type_of(agg)))
         exprs.append(_aggregate(agg, scope))
     schema = pa.schema(fields)
+    if not exprs:
+        exprs.append(exp.Count(this=exp.Star()))  # still one row per group
+        return _Rel(exp.select(_alias(exprs[0], EMPTY_COLUMN)).from_(source), schema)
     query = exp.select(*c.select(schema, exprs)).from_(source)
     if node.keys:
         query = query.group_by(*(scope.ref(k) for k in node.keys))

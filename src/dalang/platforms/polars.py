@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.types as pat
 
-from dalang.errors import PlatformError, TypeMismatch
+from dalang.errors import DalangError, PlatformError, TypeMismatch
 from dalang.plan import types as T
 from dalang.plan.exprs import (
     Agg,
@@ -22,6 +22,7 @@ from dalang.plan.exprs import (
     ExprNode,
     InList,
     Literal,
+    columns_used,
     output_name,
 )
 from dalang.plan.nodes import (
@@ -80,9 +81,22 @@ class PolarsPlatform(Platform):
             if schema is not None:
                 frame = frame.select(schema.names)
             table = frame.collect().to_arrow()
-        except (pl.exceptions.PolarsError, pl.exceptions.PanicException, pa.ArrowException) as e:
-            raise PlatformError(self.name, f"{type(e).__name__}: {e}") from e
+        except DalangError:
+            raise
+        except _ENGINE_ERRORS as e:
+            first_line = (str(e).strip().splitlines() or [""])[0]
+            raise PlatformError(self.name, f"{type(e).__name__}: {first_line}") from e
         return table if schema is None else _conform(table, schema)
+
+
+#: What Polars (and Arrow, converting at the edges) raise when a fragment fails.
+_ENGINE_ERRORS = (
+    pl.exceptions.PolarsError,
+    pl.exceptions.PanicException,
+    pa.ArrowException,
+    TypeError,
+    ValueError,
+)
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -133,9 +147,13 @@ def _(node: Scan, inputs: Mapping[str, pa.Table]) -> pl.LazyFrame:
     else:
         # csv/json/text/memory: the source's own (pyarrow) reader, so every platform
         # parses files the same way; Polars applies the predicate and the columns
-        frame = _from_arrow(source.read(None, None))
+        needed = None
+        if node.columns is not None:
+            used = set() if node.predicate is None else columns_used(node.predicate)
+            needed = tuple(n for n in full.names if n in used or n in node.columns)
+        frame = _from_arrow(source.read(needed, None))
     if node.predicate is not None:
-        frame = frame.filter(_expr(node.predicate, full))
+        frame = frame.filter(_predicate(node.predicate, full))
     if node.columns is not None:
         frame = frame.select(list(node.columns))
     return frame
@@ -157,7 +175,7 @@ def _(node: StageInput, inputs: Mapping[str, pa.Table]) -> pl.LazyFrame:
 @_compile.register
 def _(node: Filter, inputs: Mapping[str, pa.Table]) -> pl.LazyFrame:
     frame = _compile(node.input, inputs)
-    return frame.filter(_expr(node.predicate, _schema_of(node.input, frame)))
+    return frame.filter(_predicate(node.predicate, _schema_of(node.input, frame)))
 
 
 @_compile.register
@@ -329,7 +347,7 @@ class _JoinBuilder:
 
     def _condition(self) -> pl.Expr:
         assert self.node.condition is not None
-        return _expr(self.node.condition, self.pair_schema)
+        return _predicate(self.node.condition, self.pair_schema)
 
     def _pairs_where(self) -> pl.LazyFrame:
         joined = self._equi_join(self.left, self.right, self.node.how)
@@ -353,15 +371,16 @@ class _JoinBuilder:
         return pairs.filter(self._condition())
 
     def _semi_anti_where(self) -> pl.LazyFrame:
-        left = self.left.with_row_index(_LEFT_ROW)
+        # the numbered frame is read twice; materialise it so both reads see the same numbering
+        left = self.left.with_row_index(_LEFT_ROW).collect().lazy()
         matched = self._matched(left, self.right, [_LEFT_ROW]).select(_LEFT_ROW).unique()
         joined = left.join(matched, on=_LEFT_ROW, how=self.node.how)  # type: ignore[arg-type]
         return joined.select(self.left_schema.names)
 
     def _outer_where(self) -> pl.LazyFrame:
         how = self.node.how
-        left = self.left.with_row_index(_LEFT_ROW)
-        right = self.right.with_row_index(_RIGHT_ROW)
+        left = self.left.with_row_index(_LEFT_ROW).collect().lazy()
+        right = self.right.with_row_index(_RIGHT_ROW).collect().lazy()
         matched = self._matched(left, right, [_LEFT_ROW, _RIGHT_ROW])
         names = self.pair_schema.names
         parts = [matched.select(names)]
@@ -391,6 +410,11 @@ class _JoinBuilder:
 def _typed(expr: ExprNode, schema: pa.Schema) -> pl.Expr:
     """``expr`` compiled and cast to the type the plan gives it."""
     return _cast_to(_expr(expr, schema), expr_type(expr, schema))
+
+
+def _predicate(expr: ExprNode, schema: pa.Schema) -> pl.Expr:
+    """A filter condition; a constant null (null type) filters out every row."""
+    return _expr(expr, schema).cast(pl.Boolean)
 
 
 def _cast_to(expr: pl.Expr, t: pa.DataType) -> pl.Expr:
@@ -445,9 +469,9 @@ def _(expr: InList, schema: pa.Schema) -> pl.Expr:
 @_expr.register
 def _(expr: Case, schema: pa.Schema) -> pl.Expr:
     (first_cond, first_value), *rest = expr.whens
-    chain: Any = pl.when(_expr(first_cond, schema)).then(_expr(first_value, schema))
+    chain: Any = pl.when(_predicate(first_cond, schema)).then(_expr(first_value, schema))
     for cond, value in rest:
-        chain = chain.when(_expr(cond, schema)).then(_expr(value, schema))
+        chain = chain.when(_predicate(cond, schema)).then(_expr(value, schema))
     out: pl.Expr = chain.otherwise(_expr(expr.otherwise, schema))
     return _cast_to(out, expr_type(expr, schema))
 

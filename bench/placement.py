@@ -36,8 +36,8 @@ from _common import (
     fmt_ratio,
     fmt_seconds,
     machine_info,
-    measure,
     median,
+    timed,
     write_json,
 )
 from rich.console import Console
@@ -223,8 +223,12 @@ def _contexts(console: Console) -> dict[str, dl.Context]:
 
 
 def _result_key(table: pa.Table) -> list[tuple[Any, ...]]:
-    rows = [tuple(r.values()) for r in table.to_pylist()]
-    return sorted(tuple(round(v, 6) if isinstance(v, float) else v for v in r) for r in rows)
+    """The rows in a canonical order, floats rounded, to compare results across platforms."""
+    rows = [
+        tuple(round(v, 6) if isinstance(v, float) else v for v in r.values())
+        for r in table.to_pylist()
+    ]
+    return sorted(rows, key=repr)
 
 
 def run_case(
@@ -235,11 +239,18 @@ def run_case(
     max_seconds: float,
     console: Console,
 ) -> dict[str, Any]:
+    """Time one shape at one size on every context that can run it.
+
+    The contexts take turns, one run each per round, so a burst of load on the
+    machine hits them all alike; small cases get more rounds (up to 25, about a
+    second in all) so that their medians are steady.
+    """
     build = SHAPES[shape]
-    timings: dict[str, float] = {}
+    runners: dict[str, Callable[[], pa.Table]] = {}
     errors: dict[str, str] = {}
     placed_on: list[str] = []
     results: dict[str, list[tuple[Any, ...]]] = {}
+    runs: dict[str, list[float]] = {}
     for name, ctx in contexts.items():
         dataset = build(ctx, rows)
         try:
@@ -247,22 +258,32 @@ def run_case(
         except DalangError:
             continue  # this platform cannot run the plan: not a candidate
         try:
-            dataset.to_arrow()  # warm-up: page cache, imports, connections
-            runs, out = measure(dataset.to_arrow, repeat=repeat, max_seconds=max_seconds)
+            results[name] = _result_key(dataset.to_arrow())  # also warms caches
         except Exception as exc:
             errors[name] = f"{type(exc).__name__}: {exc}"
             console.print(f"  [red]{shape} {rows} {name}: {errors[name]}[/red]")
             continue
-        timings[name] = median(runs)
-        results[name] = _result_key(out)
         if name == "auto" and ctx.last_placed is not None:
             placed = ctx.last_placed
             placed_on = sorted({placed.platform_of(n).name for n in walk_plan(placed.root)})
+        runners[name] = dataset.to_arrow
+        runs[name] = []
+    started = time.perf_counter()
+    rounds = 0
+    while runners and (rounds < repeat or (rounds < 25 and time.perf_counter() - started < 1.0)):
+        for name, run in runners.items():
+            seconds, _ = timed(run)
+            runs[name].append(seconds)
+        rounds += 1
+        if max(median(r) for r in runs.values()) > max_seconds:
+            break
+    timings = {name: median(r) for name, r in runs.items()}
     forced = {k: v for k, v in timings.items() if k != "auto"}
     entry: dict[str, Any] = {
         "shape": shape,
         "rows": rows,
         "seconds": timings,
+        "rounds": rounds,
         "auto_platforms": placed_on,
     }
     if errors:

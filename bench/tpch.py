@@ -121,12 +121,12 @@ def duckdb_connection(data_dir: Path) -> tuple[Any, Callable[[int], str]]:
 
 def build_runners(
     systems: list[str], data_dir: Path
-) -> tuple[dict[str, Callable[[int], Any]], Callable[[], None]]:
-    """One ``run(query_nr) -> rows`` per system, and a function closing what they opened."""
+) -> tuple[dict[str, Callable[[int], Any]], dict[str, dl.Context], Callable[[], None]]:
+    """One ``run(query_nr) -> result`` per system, dalang's contexts, and a function closing all."""
     queries = _load(ROOT / "examples" / "tpch" / "queries.py", "tpch_queries_example")
     d = str(data_dir)
     runners: dict[str, Callable[[int], Any]] = {}
-    contexts: list[dl.Context] = []
+    contexts: dict[str, dl.Context] = {}
 
     def dalang_runner(ctx: dl.Context) -> Callable[[int], Any]:
         return lambda nr: queries.QUERIES[nr](ctx, d).to_arrow()
@@ -141,7 +141,7 @@ def build_runners(
             except Exception as exc:  # e.g. a platform not installed: report it per query
                 runners[system] = _failing(exc)
                 continue
-            contexts.append(ctx)
+            contexts[system] = ctx
             runners[system] = dalang_runner(ctx)
     con, sql = duckdb_connection(data_dir)
     if REFERENCE in systems:
@@ -160,11 +160,11 @@ def build_runners(
         runners["pandas"] = lambda nr: tpch_pandas.run(nr, d)
 
     def close() -> None:
-        for ctx in contexts:
+        for ctx in contexts.values():
             ctx.close()
         con.close()
 
-    return runners, close
+    return runners, contexts, close
 
 
 def _failing(exc: Exception) -> Callable[[int], Any]:
@@ -172,6 +172,16 @@ def _failing(exc: Exception) -> Callable[[int], Any]:
         raise exc
 
     return run
+
+
+def platforms_used(ctx: dl.Context) -> list[str]:
+    """The platforms the last plan ``ctx`` ran was placed on."""
+    from dalang.plan.nodes import walk_plan
+
+    placed = ctx.last_placed
+    if placed is None:
+        return []
+    return sorted({placed.platform_of(n).name for n in walk_plan(placed.root)})
 
 
 def rows_of(result: Any) -> list[tuple[Any, ...]]:
@@ -218,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--queries takes numbers from 1,3,5,6,10")
 
     data_dir = ensure_data(args.scale, console)
-    runners, close = build_runners(systems, data_dir)
+    runners, contexts, close = build_runners(systems, data_dir)
 
     results: dict[str, dict[str, dict[str, Any]]] = {}
     try:
@@ -246,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                     "correct": mismatch is None,
                     **({"mismatch": mismatch} if mismatch else {}),
                 }
+                if system in contexts:
+                    per_system[system]["platforms_used"] = platforms_used(contexts[system])
                 console.print(
                     fmt_seconds(median(runs))
                     + ("" if mismatch is None else f" [red]WRONG: {mismatch}[/red]")

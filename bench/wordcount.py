@@ -23,6 +23,7 @@ from typing import Any
 
 from _common import DATA_DIR, fmt_ratio, fmt_seconds, machine_info, measure, median, write_json
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import dalang as dl
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     table.add_column("ratio vs Counter", justify="right")
     for name, entry in systems.items():
         table.add_row(
-            name + (f" [{placement}]" if name.startswith("dalang") else ""),
+            name + (escape(f" [{placement}]") if name.startswith("dalang") else ""),
             fmt_seconds(entry["median_s"]),
             f"{size_mb / entry['median_s']:.1f}",
             fmt_ratio(entry["ratio_vs_counter"]),

@@ -135,7 +135,7 @@ def _named_table(rows: list[Any], schema: pa.Schema | None) -> pa.Table:
     first = next((r for r in rows if r is not None), None)
     if schema is not None and isinstance(first, tuple | list):
         # positional rows for named columns: one column per position
-        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
+        columns = list(zip(*rows, strict=True))
         arrays = [pa.array(list(c), type=f.type) for c, f in zip(columns, schema, strict=True)]
         return pa.Table.from_arrays(arrays, schema=schema)
     if schema is not None or not isinstance(first, dict) or not _contains_tuple(first):
@@ -190,4 +190,3 @@ def _dictify(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _dictify(v) for k, v in value.items()}
     return value
-

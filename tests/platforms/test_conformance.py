@@ -290,6 +290,12 @@ def test_read_text_filter_expression(ctx: dl.Context, tmp_path: Path) -> None:
     assert ds.collect() == [line for line in TEXT.splitlines() if "the" in line]
 
 
+def test_read_text_crlf_and_no_trailing_newline(ctx: dl.Context, tmp_path: Path) -> None:
+    path = tmp_path / "dos.txt"
+    path.write_bytes("first\r\nsecond ü\r\n\r\nlast".encode())
+    assert ctx.read_text(path).collect() == ["first", "second ü", "", "last"]
+
+
 def test_from_pandas(ctx: dl.Context) -> None:
     df = pd.DataFrame({"k": [1, 2, 3], "s": ["ä", None, "x"], "f": [0.5, float("nan"), 2.0]})
     out = rows_of(ctx.from_pandas(df).select("k", "s"))
@@ -572,6 +578,20 @@ def test_kleene_logic(ctx: dl.Context) -> None:
     assert_same_rows(rows_of(ds), expected)
 
 
+def test_filter_on_boolean_column(ctx: dl.Context) -> None:
+    schema = pa.schema([("p", pa.bool_()), ("q", pa.bool_())])
+    data = ctx.from_arrow(pa.Table.from_pylist(BOOLS, schema=schema))
+    assert_same_rows(rows_of(data.filter(dl.col("p"))), [r for r in BOOLS if r["p"] is True])
+    assert_same_rows(
+        rows_of(data.filter(dl.col("p") | dl.col("q"))),
+        [r for r in BOOLS if _kleene_or(r["p"], r["q"]) is True],
+    )
+    assert_same_rows(
+        rows_of(data.filter(~(dl.col("p") & dl.col("q")))),
+        [r for r in BOOLS if _kleene_and(r["p"], r["q"]) is False],
+    )
+
+
 def test_is_null_is_not_null(ctx: dl.Context) -> None:
     exprs_case(ctx, dl.col("a").is_null(), lambda r: r["a"] is None)
     exprs_case(ctx, dl.col("b").is_not_null(), lambda r: r["b"] is not None)
@@ -745,7 +765,9 @@ def test_abs_decimal(ctx: dl.Context) -> None:
     )
 
 
-STRINGS = ["Hello World", "  padded\t", "東京タワー", "Ünïcödé", "a.b.c", "", None, "50% off_x"]
+STRINGS = [
+    "Hello World", "  padded\t", "東京タワー", "Ünïcödé", "a.b.c", "", None, "50% off_x", "axb_c",
+]  # fmt: skip
 
 
 def _strings(ctx: dl.Context) -> dl.Dataset:
@@ -777,6 +799,13 @@ STRING_OPS: dict[str, tuple[Callable[[], dl.Expr], Callable[[str], Any]]] = {
     "like_prefix": (lambda: dl.col("s").str.like("H%"), lambda s: _like(s, "H%")),
     "like_underscore": (lambda: dl.col("s").str.like("a_b%"), lambda s: _like(s, "a_b%")),
     "like_infix": (lambda: dl.col("s").str.like("%ö%"), lambda s: _like(s, "%ö%")),
+    "like_dot_is_literal": (lambda: dl.col("s").str.like("a.b%"), lambda s: _like(s, "a.b%")),
+    "like_exact": (lambda: dl.col("s").str.like("a.b.c"), lambda s: s == "a.b.c"),
+    "contains_percent": (lambda: dl.col("s").str.contains("%"), lambda s: "%" in s),
+    "contains_underscore": (lambda: dl.col("s").str.contains("_"), lambda s: "_" in s),
+    "starts_with_dot": (lambda: dl.col("s").str.starts_with("a."), lambda s: s.startswith("a.")),
+    "slice_past_end": (lambda: dl.col("s").str.slice(20, 2), lambda s: s[20:22]),
+    "upper_then_len": (lambda: dl.col("s").str.upper().str.len(), lambda s: len(s.upper())),
     "replace": (lambda: dl.col("s").str.replace("o", "0"), lambda s: s.replace("o", "0")),
     "replace_dot": (lambda: dl.col("s").str.replace(".", "-"), lambda s: s.replace(".", "-")),
     "replace_unicode": (
@@ -1010,6 +1039,78 @@ def test_join_custom_suffix(ctx: dl.Context) -> None:
     assert left.join(right, on="k", suffix="_r").columns == ["k", "v", "lx", "v_r", "ry"]
 
 
+def test_join_right_key_clashes_with_left_column(ctx: dl.Context) -> None:
+    lschema = pa.schema([("id", pa.int64()), ("x", pa.int64())])
+    rschema = pa.schema([("x", pa.int64()), ("id", pa.string())])
+    lrows = [{"id": 1, "x": 10}, {"id": 2, "x": 20}, {"id": None, "x": 30}]
+    rrows = [{"x": 1, "id": "a"}, {"x": 1, "id": "b"}, {"x": 3, "id": "c"}, {"x": None, "id": "d"}]
+    left = ctx.from_arrow(pa.Table.from_pylist(lrows, schema=lschema))
+    right = ctx.from_arrow(pa.Table.from_pylist(rrows, schema=rschema))
+    for how in ("inner", "left", "right", "full"):
+        out = left.join(right, left_on="id", right_on="x", how=how).to_arrow()
+        names, expected = ref_join(lrows, rrows, ["id", "x"], ["x", "id"], ["id"], ["x"], how)
+        assert names == ["id", "x", "x_right", "id_right"]
+        assert out.column_names == names, how
+        assert_same_rows(out.to_pylist(), expected)
+
+
+@pytest.mark.parametrize("how", ["inner", "full", "semi"])
+def test_join_keys_of_different_int_widths(ctx: dl.Context, how: str) -> None:
+    lschema = pa.schema([("k", pa.int32()), ("a", pa.string())])
+    rschema = pa.schema([("k", pa.int64()), ("b", pa.string())])
+    lrows = [{"k": 1, "a": "x"}, {"k": 2, "a": "y"}, {"k": None, "a": "z"}]
+    rrows = [{"k": 2, "b": "p"}, {"k": 3, "b": "q"}, {"k": None, "b": "r"}]
+    left = ctx.from_arrow(pa.Table.from_pylist(lrows, schema=lschema))
+    right = ctx.from_arrow(pa.Table.from_pylist(rrows, schema=rschema))
+    out = left.join(right, on="k", how=how).to_arrow()
+    names, expected = ref_join(lrows, rrows, ["k", "a"], ["k", "b"], ["k"], ["k"], how)
+    assert out.column_names == names
+    assert_same_rows(out.to_pylist(), expected)
+
+
+@pytest.mark.parametrize("how", ["inner", "left", "full", "anti"])
+def test_self_join(ctx: dl.Context, how: str) -> None:
+    left = ctx.from_arrow(table(LEFT, LEFT_SCHEMA))
+    out = left.join(left.filter(dl.col("k") != 1), on="k", how=how).to_arrow()
+    right_rows = [r for r in LEFT if r["k"] is not None and r["k"] != 1]
+    names, expected = ref_join(
+        LEFT, right_rows, LEFT_SCHEMA.names, LEFT_SCHEMA.names, ["k"], ["k"], how
+    )
+    assert out.column_names == names
+    assert_same_rows(out.to_pylist(), expected)
+
+
+def test_join_aggregate_sort_limit_pipeline(ctx: dl.Context) -> None:
+    cities = [
+        {"city": "Zürich", "country": "CH"},
+        {"city": "Berlin", "country": "DE"},
+        {"city": "Oslo", "country": "NO"},
+    ]
+    cschema = pa.schema([("city", pa.string()), ("country", pa.string())])
+    ds = (
+        people(ctx)
+        .filter(dl.col("amount").is_not_null())
+        .join(ctx.from_arrow(pa.Table.from_pylist(cities, schema=cschema)), on="city")
+        .group_by("country")
+        .agg(revenue=dl.col("amount").sum(), n=dl.count())
+        .sort("revenue", descending=True)
+        .limit(2)
+    )
+    country_of = {c["city"]: c["country"] for c in cities}
+    totals: dict[str, list[Any]] = {}
+    for r in PEOPLE:
+        if r["amount"] is not None and r["city"] in country_of:
+            t = totals.setdefault(country_of[r["city"]], [D(0), 0])
+            t[0] += r["amount"]
+            t[1] += 1
+    expected = sorted(
+        ({"country": k, "revenue": v[0], "n": v[1]} for k, v in totals.items()),
+        key=lambda r: r["revenue"],
+        reverse=True,
+    )[:2]
+    assert rows_of(ds) == expected
+
+
 # ---------------------------------------------------------------------------
 # aggregation
 
@@ -1110,6 +1211,74 @@ def test_group_by_agg_post_expression(ctx: dl.Context) -> None:
         qty = _present(rows, "qty")
         want = sum(qty) / len(rows) if qty else None
         assert got[city] == (None if want is None else pytest.approx(want))
+
+
+def test_group_by_date_decimal_and_bool_keys(ctx: dl.Context) -> None:
+    schema = pa.schema([("day", pa.date32()), ("d", DEC), ("ok", pa.bool_()), ("x", pa.int64())])
+    rows = [
+        {"day": date(2024, 2, 29), "d": D("1.10"), "ok": True, "x": 1},
+        {"day": date(2024, 2, 29), "d": D("1.10"), "ok": True, "x": 2},
+        {"day": date(2024, 2, 29), "d": D("1.20"), "ok": False, "x": 3},
+        {"day": None, "d": None, "ok": None, "x": 4},
+        {"day": None, "d": None, "ok": None, "x": 5},
+        {"day": date(1999, 12, 31), "d": D("1.10"), "ok": True, "x": None},
+    ]
+    data = ctx.from_arrow(pa.Table.from_pylist(rows, schema=schema))
+    for keys in (["day"], ["d"], ["ok"], ["day", "d", "ok"]):
+        ds = data.group_by(*keys).agg(s=dl.col("x").sum(), n=dl.count(), m=dl.col("x").mean())
+        expected = []
+        for key, g in _groups(rows, keys).items():
+            xs = _present(g, "x")
+            expected.append(
+                {
+                    **dict(zip(keys, key, strict=True)),
+                    "s": sum(xs) if xs else None,
+                    "n": len(g),
+                    "m": sum(xs) / len(xs) if xs else None,
+                }
+            )
+        assert_same_rows(rows_of(ds), expected)
+
+
+def test_aggregates_over_expressions_and_types(ctx: dl.Context) -> None:
+    ds = nums(ctx).agg(
+        prod=(dl.col("a") * dl.col("b")).sum(),
+        mean_int=dl.col("a").mean(),
+        var=dl.col("f").var(),
+        lo=dl.col("f").min(),
+        hi=dl.col("a").max(),
+        positives=(dl.col("a") > 0).sum(),
+    )
+    a = _present(NUMS, "a")
+    f = _present(NUMS, "f")
+    products = [r["a"] * r["b"] for r in NUMS if r["a"] is not None and r["b"] is not None]
+    std = sample_std(f)
+    assert std is not None
+    expected = {
+        "prod": sum(products),
+        "mean_int": sum(a) / len(a),
+        "var": std**2,
+        "lo": min(f),
+        "hi": max(a),
+        "positives": sum(1 for x in a if x > 0),
+    }
+    assert rows_of(ds) == [approx_row(expected)]
+
+
+def test_group_by_chunked_input(ctx: dl.Context) -> None:
+    schema = pa.schema([("k", pa.string()), ("x", pa.int64())])
+    rows = [{"k": ["α", "β", None, "γ"][i % 4], "x": i} for i in range(5_000)]
+    chunked = pa.concat_tables(
+        [pa.Table.from_pylist(rows[i : i + 700], schema=schema) for i in range(0, 5_000, 700)]
+    )
+    ds = ctx.from_arrow(chunked).group_by("k").agg(s=dl.col("x").sum(), n=dl.count())
+    expected = [
+        {"k": k, "s": sum(r["x"] for r in g), "n": len(g)}
+        for (k,), g in _groups(rows, ["k"]).items()
+    ]
+    assert_same_rows(rows_of(ds), expected)
+    top = rows_of(ctx.from_arrow(chunked).sort("x", descending=True).limit(3, offset=1))
+    assert [r["x"] for r in top] == [4_998, 4_997, 4_996]
 
 
 def test_group_by_empty_input(ctx: dl.Context) -> None:
@@ -1257,6 +1426,34 @@ def test_union_then_aggregate(ctx: dl.Context) -> None:
     ds = nums(ctx).union(nums(ctx)).group_by("b").agg(n=dl.count())
     expected = [{"b": b, "n": 2 * len(g)} for (b,), g in _groups(NUMS, ["b"]).items()]
     assert_same_rows(rows_of(ds), expected)
+
+
+def test_values_dataset_relational(ctx: dl.Context, tmp_path: Path) -> None:
+    path = tmp_path / "book.txt"
+    path.write_text(TEXT + TEXT, encoding="utf-8")
+    lines = ctx.read_text(path)
+    unique = sorted(set(TEXT.splitlines()))
+    assert sorted(lines.distinct().collect()) == unique
+    assert lines.distinct().sort("value").limit(2, offset=1).collect() == unique[1:3]
+    assert sorted(lines.union(ctx.from_records(["extra"])).collect()) == sorted(
+        [*(TEXT + TEXT).splitlines(), "extra"]
+    )
+    assert lines.select(n=dl.col("value").str.len()).agg(total=dl.col("n").sum()).collect() == [
+        {"total": sum(len(line) for line in (TEXT + TEXT).splitlines())}
+    ]
+
+
+def test_decimal_floordiv_mod(ctx: dl.Context) -> None:
+    ds = people(ctx).select("id", q=dl.col("amount") // 2, m=dl.col("amount") % 2)
+    for row in rows_of(ds):
+        src = next(r for r in PEOPLE if r["id"] == row["id"])
+        amount = src["amount"]
+        if amount is None:
+            assert row["q"] is None
+            assert row["m"] is None
+        else:
+            assert row["q"] == pytest.approx(float(amount) // 2)
+            assert row["m"] == pytest.approx(float(amount) % 2)
 
 
 # ---------------------------------------------------------------------------

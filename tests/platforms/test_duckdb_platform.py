@@ -91,7 +91,7 @@ def canon(rows: list[Row]) -> list[Row]:
     return sorted(rows, key=key)
 
 
-# --------------------------------------------------------------------------- scans
+# ---------------------------------------- scans
 
 
 PEOPLE = pa.table(
@@ -164,7 +164,7 @@ def test_stage_inputs(duck: DuckDBPlatform) -> None:
         duck.run(left, {})
 
 
-# --------------------------------------------------------------------------- operators
+# ---------------------------------------- operators
 
 
 def test_filter_drops_null_predicates(duck: DuckDBPlatform) -> None:
@@ -229,7 +229,7 @@ def test_operators_on_empty_input(duck: DuckDBPlatform) -> None:
     assert run(duck, node).to_pylist() == [{"n": 0, "c": 0, "s": None, "m": None, "mx": None}]
 
 
-# --------------------------------------------------------------------------- joins
+# ---------------------------------------- joins
 
 LEFT = pa.table(
     {
@@ -347,7 +347,7 @@ def test_theta_join_without_keys(duck: DuckDBPlatform) -> None:
     assert canon(run(duck, node).to_pylist()) == canon(expected)
 
 
-# --------------------------------------------------------------------------- aggregates
+# ---------------------------------------- aggregates
 
 SALES = pa.table(
     {
@@ -452,7 +452,9 @@ def test_aggregate_over_expressions(duck: DuckDBPlatform) -> None:
     )
     expected: dict[Any, Row] = {}
     for r in SALES.to_pylist():
-        g = expected.setdefault(r["region"], {"region": r["region"], "revenue": [], "n": 0, "big": []})
+        g = expected.setdefault(
+            r["region"], {"region": r["region"], "revenue": [], "n": 0, "big": []}
+        )
         if r["amount"] is not None and r["price"] is not None:
             g["revenue"].append(r["amount"] * r["price"])
         g["n"] += 1
@@ -476,7 +478,7 @@ def test_std_and_var_need_two_values(duck: DuckDBPlatform) -> None:
     assert rows[2]["v"] == pytest.approx(2.0)
 
 
-# --------------------------------------------------------------------------- sort, limit, distinct, union
+# ---------------------------------------- sort, limit, distinct, union
 
 UNSORTED = pa.table(
     {
@@ -553,9 +555,15 @@ def test_union_all_keeps_duplicates(duck: DuckDBPlatform) -> None:
     assert canon(out.to_pylist()) == canon(expected)
 
 
-# --------------------------------------------------------------------------- scalar ops
+# ---------------------------------------- scalar ops
 
-DATES = [dt.date(2024, 2, 29), dt.date(2023, 12, 31), None, dt.date(2024, 1, 1), dt.date(1999, 7, 4)]
+DATES = [
+    dt.date(2024, 2, 29),
+    dt.date(2023, 12, 31),
+    None,
+    dt.date(2024, 1, 1),
+    dt.date(1999, 7, 4),
+]
 DATA = pa.table(
     {
         "a": pa.array([7, -7, 0, None, 5], pa.int64()),
@@ -636,8 +644,18 @@ SCALAR_CASES: list[tuple[str, ExprNode, tuple[str, ...], Callable[..., Any]]] = 
     ("ne", call("ne", col("s"), lit("Hello")), ("s",), _nulls(lambda s: s != "Hello")),
     ("lt", call("lt", col("a"), col("b")), ("a", "b"), _nulls(lambda a, b: a < b)),
     ("le", call("le", col("x"), lit(0.5)), ("x",), _nulls(lambda x: x <= 0.5)),
-    ("gt", call("gt", col("d"), lit(dt.date(2024, 1, 1))), ("d",), _nulls(lambda d: d > dt.date(2024, 1, 1))),
-    ("ge", call("ge", col("m"), lit(Decimal("0.05"))), ("m",), _nulls(lambda m: m >= Decimal("0.05"))),
+    (
+        "gt",
+        call("gt", col("d"), lit(dt.date(2024, 1, 1))),
+        ("d",),
+        _nulls(lambda d: d > dt.date(2024, 1, 1)),
+    ),
+    (
+        "ge",
+        call("ge", col("m"), lit(Decimal("0.05"))),
+        ("m",),
+        _nulls(lambda m: m >= Decimal("0.05")),
+    ),
     ("and", call("and", col("p"), col("q")), ("p", "q"), _kleene_and),
     ("or", call("or", col("p"), col("q")), ("p", "q"), _kleene_or),
     ("not", call("not", col("p")), ("p",), _nulls(lambda p: not p)),
@@ -664,16 +682,36 @@ SCALAR_CASES: list[tuple[str, ExprNode, tuple[str, ...], Callable[..., Any]]] = 
         ("s",),
         _nulls(lambda s: s.endswith("ü")),
     ),
-    ("str_like", call("str_like", col("s"), lit("%l_o")), ("s",), _nulls(lambda s: _like(s, "%l_o"))),
-    ("str_like", call("str_like", col("s"), lit("a%b\\_c")), ("s",), _nulls(lambda s: _like(s, "a%b\\_c"))),
-    ("str_like", call("str_like", col("s"), lit("a_b%")), ("s",), _nulls(lambda s: _like(s, "a_b%"))),
+    (
+        "str_like",
+        call("str_like", col("s"), lit("%l_o")),
+        ("s",),
+        _nulls(lambda s: _like(s, "%l_o")),
+    ),
+    (
+        "str_like",
+        call("str_like", col("s"), lit("a%b\\_c")),
+        ("s",),
+        _nulls(lambda s: _like(s, "a%b\\_c")),
+    ),
+    (
+        "str_like",
+        call("str_like", col("s"), lit("a_b%")),
+        ("s",),
+        _nulls(lambda s: _like(s, "a_b%")),
+    ),
     ("str_lower", call("str_lower", col("s")), ("s",), _nulls(str.lower)),
     ("str_upper", call("str_upper", col("s")), ("s",), _nulls(str.upper)),
     ("str_len", call("str_len", col("s")), ("s",), _nulls(len)),
     ("str_strip", call("str_strip", col("s")), ("s",), _nulls(str.strip)),
     ("str_slice", call("str_slice", col("s"), lit(1), lit(3)), ("s",), _nulls(lambda s: s[1:4])),
     ("str_slice", call("str_slice", col("s"), lit(2), lit(None)), ("s",), _nulls(lambda s: s[2:])),
-    ("str_slice", call("str_slice", col("s"), lit(-3), lit(None)), ("s",), _nulls(lambda s: s[-3:])),
+    (
+        "str_slice",
+        call("str_slice", col("s"), lit(-3), lit(None)),
+        ("s",),
+        _nulls(lambda s: s[-3:]),
+    ),
     ("str_slice", call("str_slice", col("s"), lit(-4), lit(2)), ("s",), _nulls(lambda s: s[-4:-2])),
     ("str_slice", call("str_slice", col("s"), lit(-9), lit(8)), ("s",), _nulls(lambda s: s[-9:-1])),
     ("str_slice", call("str_slice", col("s"), lit(-2), lit(5)), ("s",), _nulls(lambda s: s[-2:3])),
@@ -701,7 +739,12 @@ SCALAR_CASES: list[tuple[str, ExprNode, tuple[str, ...], Callable[..., Any]]] = 
     ("sub", call("sub", col("d"), col("e")), ("d", "e"), _nulls(lambda d, e: (d - e).days)),
     ("add", call("add", col("m"), col("m")), ("m",), _nulls(lambda m: m + m)),
     ("mul", call("mul", col("m"), col("b")), ("m", "b"), _nulls(lambda m, b: m * b)),
-    ("sub", call("sub", col("m"), lit(Decimal("0.001"))), ("m",), _nulls(lambda m: m - Decimal("0.001"))),
+    (
+        "sub",
+        call("sub", col("m"), lit(Decimal("0.001"))),
+        ("m",),
+        _nulls(lambda m: m - Decimal("0.001")),
+    ),
 ]
 
 
@@ -755,7 +798,7 @@ def test_filter_with_scalar_ops_in_predicate(duck: DuckDBPlatform) -> None:
     assert out.column("a").to_pylist() == expected
 
 
-# --------------------------------------------------------------------------- literals, casts, in, case
+# ---------------------------------------- literals, casts, in, case
 
 
 @pytest.mark.parametrize(
@@ -774,7 +817,7 @@ def test_filter_with_scalar_ops_in_predicate(duck: DuckDBPlatform) -> None:
         (3, pa.int16()),
         (0.1, None),
         (float("inf"), None),
-        ("ünï'cödé \"quoted\" \\ %_", None),
+        ('ünï\'cödé "quoted" \\ %_', None),
         (b"\x00\xffbytes", None),
     ],
 )
@@ -831,7 +874,9 @@ def test_in_list_and_case(duck: DuckDBPlatform) -> None:
     )
     out = run(duck, node).to_pylist()
     rows = DATA.to_pylist()
-    assert [r["in_ints"] for r in out] == [None if r["a"] is None else r["a"] in (7, 0, 99) for r in rows]
+    assert [r["in_ints"] for r in out] == [
+        None if r["a"] is None else r["a"] in (7, 0, 99) for r in rows
+    ]
     assert [r["in_strs"] for r in out] == [
         None if r["s"] is None else r["s"] in ("Hello", "ÄÖü") for r in rows
     ]
@@ -844,7 +889,7 @@ def test_in_list_and_case(duck: DuckDBPlatform) -> None:
     ]
 
 
-# --------------------------------------------------------------------------- identifiers and SQL text
+# ---------------------------------------- identifiers and SQL text
 
 ODD = pa.table(
     {
@@ -903,7 +948,7 @@ def test_sql_names_tell_case_apart() -> None:
     assert sql_names(["a", "A", "a_2", "", "b"]) == ["a", "A_2", "a_2_2", "_", "b"]
 
 
-# --------------------------------------------------------------------------- platform behaviour
+# ---------------------------------------- platform behaviour
 
 
 def test_run_batches_streams_the_same_rows(duck: DuckDBPlatform) -> None:
@@ -967,3 +1012,78 @@ def test_time_zone_aware_literal(duck: DuckDBPlatform) -> None:
     node = Project(scan({"z": [1]}), (Alias(aware, "aware"),))
     got = run(duck, node).column("aware").to_pylist()
     assert got == [moment]
+
+
+def test_nested_expressions_keep_their_grouping(duck: DuckDBPlatform) -> None:
+    a, b, x = col("a"), col("b"), col("x")
+    cases: list[tuple[ExprNode, tuple[str, ...], Callable[..., Any]]] = [
+        (
+            call("not", call("and", col("p"), col("q"))),
+            ("p", "q"),
+            lambda p, q: _not(_kleene_and(p, q)),
+        ),
+        (
+            call("not", call("or", col("p"), col("q"))),
+            ("p", "q"),
+            lambda p, q: _not(_kleene_or(p, q)),
+        ),
+        (
+            call("and", col("p"), call("or", col("q"), col("p"))),
+            ("p", "q"),
+            lambda p, q: _kleene_and(p, _kleene_or(q, p)),
+        ),
+        (call("mul", call("add", a, b), b), ("a", "b"), _nulls(lambda a, b: (a + b) * b)),
+        (call("sub", a, call("sub", b, a)), ("a", "b"), _nulls(lambda a, b: a - (b - a))),
+        (call("neg", call("sub", a, b)), ("a", "b"), _nulls(lambda a, b: -(a - b))),
+        (call("sub", a, call("neg", b)), ("a", "b"), _nulls(lambda a, b: a + b)),
+        (call("truediv", a, call("mul", b, b)), ("a", "b"), _nulls(lambda a, b: a / (b * b))),
+        (
+            call("mod", call("add", a, lit(1)), call("sub", b, lit(5))),
+            ("a", "b"),
+            _nulls(lambda a, b: (a + 1) % (b - 5)),
+        ),
+        (call("pow", call("add", x, lit(1.0)), lit(2)), ("x",), _nulls(lambda x: (x + 1.0) ** 2)),
+        (
+            call("eq", call("lt", a, b), call("is_null", x)),
+            ("a", "b", "x"),
+            lambda a, b, x: None if a is None else (a < b) == (x is None),
+        ),
+        (call("not", call("eq", a, lit(7))), ("a",), _nulls(lambda a: a != 7)),
+        (call("not", InList(a, (7, 0))), ("a",), _nulls(lambda a: a not in (7, 0))),
+        (
+            call("not", call("str_like", col("s"), lit("%l%"))),
+            ("s",),
+            _nulls(lambda s: not _like(s, "%l%")),
+        ),
+        (
+            call("str_concat", call("str_concat", col("s"), lit("|")), col("t")),
+            ("s", "t"),
+            _nulls(lambda s, t: s + "|" + t),
+        ),
+    ]
+    node = Project(scan(DATA), tuple(Alias(e, f"e{i}") for i, (e, _, _) in enumerate(cases)))
+    out = run(duck, node).to_pylist()
+    for i, (_, reads, fn) in enumerate(cases):
+        want = [fn(*(r[c] for c in reads)) for r in DATA.to_pylist()]
+        got = [r[f"e{i}"] for r in out]
+        assert all(_same(g, w) for g, w in zip(got, want, strict=True)), (i, got, want)
+
+
+def _not(p: bool | None) -> bool | None:
+    return None if p is None else not p
+
+
+def test_queries_from_several_threads(duck: DuckDBPlatform) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def query(i: int) -> list[Any]:
+        node = Aggregate(
+            scan({"g": [i % 2] * 1000, "x": list(range(1000))}),
+            ("g",),
+            (Alias(Agg("sum", col("x")), "s"),),
+        )
+        return duck.run(node, {}).column("s").to_pylist()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(query, range(32)))
+    assert results == [[sum(range(1000))]] * 32

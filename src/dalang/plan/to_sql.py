@@ -231,10 +231,13 @@ class _Scope:
 
 def _p(e: exp.Expr) -> exp.Expr:
     """``e`` in parentheses unless it is atomic (sqlglot does not add them itself)."""
-    atomic = (exp.Column, exp.Paren, exp.Func, exp.Null, exp.Boolean, exp.Case)
-    if isinstance(e, atomic) or (isinstance(e, exp.Literal) and not e.this.startswith("-")):
+    if isinstance(e, exp.Paren):
         return e
-    return exp.Paren(this=e)
+    # (in sqlglot operators are Func too, so test for the operator kinds themselves)
+    operator = isinstance(e, (exp.Binary, exp.Unary, exp.Predicate))
+    if operator or (isinstance(e, exp.Literal) and str(e.this).startswith("-")):
+        return exp.Paren(this=e)
+    return e
 
 
 def _alias(e: exp.Expr, name: str) -> exp.Expr:

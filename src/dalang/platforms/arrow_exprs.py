@@ -230,10 +230,7 @@ def _(expr: InList, schema: pa.Schema | None) -> E:
     operand = _compile(expr.operand, schema)
     t = _type(expr.operand, schema)
     known = [v for v in expr.values if v is not None]
-    if t is not None and not _is_null(t):
-        values = pa.array(known, type=t)
-    else:
-        values = pa.array(known)
+    values = pa.array(known, type=t if t is not None and not _is_null(t) else None)
     found = _call("is_in", operand, options=pc.SetLookupOptions(values, skip_nulls=True))
     # SQL: NULL IN (...) is null; x IN (..., NULL) is null when x is not found
     found = _call("if_else", _call("is_null", operand), _lit(None, pa.bool_()), found)

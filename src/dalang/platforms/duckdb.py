@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TypeVar
 
 import duckdb
@@ -70,17 +71,20 @@ class DuckDBPlatform(Platform):
     def __init__(self) -> None:
         super().__init__()
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
         self._names = itertools.count(1)
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
-        if self._con is None:
-            self._con = duckdb.connect(":memory:")
-        return self._con
+        with self._lock:
+            if self._con is None:
+                self._con = duckdb.connect(":memory:")
+            return self._con
 
     def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
 
     def sql(self, fragment: Node) -> str:
         """The SQL :meth:`run` sends for ``fragment``; registered inputs show as ``input_<i>``."""
@@ -196,9 +200,14 @@ def _conform(data: _Data, compiled: pa.Schema, expected: pa.Schema | None) -> _D
         return data
     for i, field in enumerate(expected):
         column = data.column(i)
-        if column.type != field.type:
-            try:
+        if pa.types.is_null(field.type) and column.null_count == len(column):
+            # DuckDB has no null type and gives such a column some other type
+            data = data.set_column(i, field.name, pa.nulls(len(column)))
+        elif column.type != field.type:
+            # where Arrow cannot, the executor casts again and reports what does not fit
+            with suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
                 data = data.set_column(i, field.name, column.cast(field.type))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-                pass  # the executor casts again and reports what does not fit
-    return data.replace_schema_metadata(expected.metadata)
+    if data.num_columns and data.schema.metadata != expected.metadata:
+        # (only with columns: pyarrow drops the row count of a table without any)
+        data = data.replace_schema_metadata(expected.metadata)
+    return data

@@ -13,7 +13,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from dalang.errors import MalformedInput, SourceError, SourceNotFound
-from dalang.plan.exprs import ExprNode
+from dalang.plan.exprs import ExprNode, columns_used
 from dalang.plan.nodes import values_schema
 from dalang.sources.base import Source
 
@@ -157,7 +157,7 @@ class CsvSource(_FileSource):
             with pacsv.open_csv(self.path, read_options=read, parse_options=parse) as reader:
                 return reader.schema
         except pa.ArrowInvalid as e:
-            raise _malformed(e, self.path) from e
+            raise _malformed(e, self.path, self.delimiter) from e
 
     def estimate_rows(self) -> float:
         return self.estimate_bytes() * _rows_per_byte(self.path)
@@ -167,31 +167,41 @@ class CsvSource(_FileSource):
     ) -> pa.Table:
         _check_path(self.path)
         read, parse = self._options()
-        convert = pacsv.ConvertOptions(
-            include_columns=list(columns) if columns is not None else None,
-            column_types=self.schema,
-        )
+        wanted = None
+        if columns is not None:
+            # the predicate may read columns that are not returned
+            extra = sorted(columns_used(predicate) - set(columns)) if predicate is not None else []
+            wanted = list(columns) + extra
+        convert = pacsv.ConvertOptions(include_columns=wanted, column_types=self.schema)
         try:
             table = pacsv.read_csv(
                 self.path, read_options=read, parse_options=parse, convert_options=convert
             )
         except pa.ArrowInvalid as e:
-            raise _malformed(e, self.path) from e
+            raise _malformed(e, self.path, self.delimiter) from e
         if predicate is not None:
             table = table.filter(_arrow_filter(predicate))
-        return table
+        return table.select(list(columns)) if columns is not None else table
 
     def to_json(self) -> dict[str, Any]:
         return {**super().to_json(), "delimiter": self.delimiter, "header": self.header}
 
 
-def _malformed(error: Exception, path: str) -> MalformedInput:
-    import re
+def _malformed(error: Exception, path: str, delimiter: str) -> MalformedInput:
+    """A CSV error naming the first line whose field count differs from the header's."""
+    import csv
 
-    text = str(error)
-    m = re.search(r"[Rr]ow #?(\d+)", text)
-    line = int(m.group(1)) if m else None
-    return MalformedInput(text.splitlines()[0], path=path, line=line)
+    line = None
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        width = None
+        for row in reader:
+            if width is None:
+                width = len(row)
+            elif row and len(row) != width:
+                line = reader.line_num
+                break
+    return MalformedInput(str(error).splitlines()[0], path=path, line=line)
 
 
 @dataclass(frozen=True, eq=False)

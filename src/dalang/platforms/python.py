@@ -1,0 +1,679 @@
+"""The python reference platform: pyarrow compute and Acero, plus Python for user functions."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import singledispatch
+from itertools import chain
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.acero as ac
+import pyarrow.compute as pc
+import pyarrow.types as pat
+
+from dalang.errors import PlatformError, UdfError
+from dalang.plan import types as T
+from dalang.plan.exprs import Alias, Column, ExprNode, Literal, columns_used, output_name
+from dalang.plan.nodes import (
+    Aggregate,
+    Distinct,
+    Filter,
+    FilterRows,
+    FlatMapRows,
+    Join,
+    Limit,
+    MapRows,
+    Node,
+    Project,
+    ReduceByKey,
+    Sample,
+    Scan,
+    Sort,
+    StageInput,
+    Udf,
+    UdfChain,
+    UdfStep,
+    Union,
+    is_values,
+    values_schema,
+)
+from dalang.plan.schema import join_output_fields, join_output_fields_all
+from dalang.platforms.arrow_exprs import to_arrow_expr
+from dalang.platforms.base import CostParams, Platform
+from dalang.rows import rows_to_table, table_to_rows
+
+__all__ = ["PythonPlatform"]
+
+
+class PythonPlatform(Platform):
+    """Runs every plan operator, one at a time, on pyarrow; user functions run in Python.
+
+    It is the executable specification the other platforms are compared with.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> from dalang.plan.exprs import Call, Column, Literal
+    >>> from dalang.plan.nodes import Filter, Scan
+    >>> from dalang.sources.memory import ArrowSource
+    >>> plan = Filter(Scan(ArrowSource(pa.table({"a": [1, 2, 3]}))),
+    ...               Call("gt", (Column("a"), Literal(1))))
+    >>> PythonPlatform().run(plan, {}).column("a").to_pylist()
+    [2, 3]
+    """
+
+    name = "python"
+    supports = frozenset(
+        {
+            Scan,
+            StageInput,
+            Filter,
+            Project,
+            MapRows,
+            FlatMapRows,
+            FilterRows,
+            UdfChain,
+            ReduceByKey,
+            Join,
+            Aggregate,
+            Sort,
+            Limit,
+            Distinct,
+            Union,
+            Sample,
+        }
+    )
+    default_cost = CostParams(
+        startup_s=5e-5,
+        per_row_s=5e-8,
+        per_byte_s=1e-9,
+        op_factors={
+            "Join": 4.0,
+            "Aggregate": 3.0,
+            "Sort": 4.0,
+            "Distinct": 3.0,
+            # one Python call (or more) per row
+            "MapRows": 20.0,
+            "FlatMapRows": 25.0,
+            "FilterRows": 15.0,
+            "UdfChain": 30.0,
+            "ReduceByKey": 40.0,
+        },
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: ``id(node)`` -> (output rows, seconds spent in that operator alone), of the last run.
+        self.last_stats: dict[int, tuple[int, float]] = {}
+
+    def run(self, fragment: Node, inputs: Mapping[str, pa.Table]) -> pa.Table:
+        state = _Run(inputs)
+        try:
+            return state.eval(fragment)
+        finally:
+            self.last_stats = state.stats
+
+
+class _Run:
+    """One run of a fragment: its stage inputs, results so far, and per-operator stats."""
+
+    def __init__(self, inputs: Mapping[str, pa.Table]) -> None:
+        self.inputs = inputs
+        self.stats: dict[int, tuple[int, float]] = {}
+        self._results: dict[int, pa.Table] = {}
+        self._child_seconds = [0.0]
+
+    def eval(self, node: Node) -> pa.Table:
+        """The result of ``node``, computed once per run, cast to the node's schema."""
+        key = id(node)
+        done = self._results.get(key)
+        if done is not None:
+            return done
+        self._child_seconds.append(0.0)
+        start = time.perf_counter()
+        try:
+            table = _conform(_execute(node, self), node.schema)
+        finally:
+            children = self._child_seconds.pop()
+        elapsed = time.perf_counter() - start
+        self._child_seconds[-1] += elapsed
+        self.stats[key] = (table.num_rows, max(elapsed - children, 0.0))
+        self._results[key] = table
+        return table
+
+
+def _conform(table: pa.Table, schema: pa.Schema | None) -> pa.Table:
+    """Cast to the planned types where they differ (int32 -> int64, decimal widths, ...)."""
+    if schema is None or table.column_names != schema.names:
+        return table
+    target = pa.schema([pa.field(f.name, f.type) for f in schema], metadata=schema.metadata)
+    if table.schema.equals(target, check_metadata=True):
+        return table
+    if [f.type for f in table.schema] == [f.type for f in target]:
+        return table.replace_schema_metadata(target.metadata)
+    try:
+        return table.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return table  # the executor casts again; values are right, types close
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cycle collector while Python rows are built.
+
+    Millions of short-lived tuples and dicts would otherwise trigger full
+    collections over everything alive, which costs more than the user functions.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@singledispatch
+def _execute(node: Node, run: _Run) -> pa.Table:
+    raise PlatformError("python", f"no implementation of {type(node).__name__}")
+
+
+# ------------------------------------------------------------------ leaves
+
+
+@_execute.register
+def _(node: Scan, run: _Run) -> pa.Table:
+    source, predicate = node.source, node.predicate
+    if predicate is None:
+        return source.read(node.columns, None)
+    typed = to_arrow_expr(predicate, source.schema)
+    if typed.equals(to_arrow_expr(predicate)):
+        # the source compiles the predicate exactly as the typed rules would: push it down
+        return source.read(node.columns, predicate)
+    wanted = None
+    if node.columns is not None:
+        extra = columns_used(predicate) - set(node.columns)
+        wanted = tuple(n for n in source.schema.names if n in set(node.columns) | extra)
+    table = source.read(wanted, None).filter(typed)
+    return table.select(list(node.columns)) if node.columns is not None else table
+
+
+@_execute.register
+def _(node: StageInput, run: _Run) -> pa.Table:
+    try:
+        return run.inputs[node.name]
+    except KeyError:
+        known = ", ".join(sorted(run.inputs)) or "none"
+        raise PlatformError("python", f"no input named {node.name!r} (given: {known})") from None
+
+
+# ------------------------------------------------------------------ relational operators
+
+
+@_execute.register
+def _(node: Filter, run: _Run) -> pa.Table:
+    table = run.eval(node.input)
+    return table.filter(to_arrow_expr(node.predicate, table.schema))
+
+
+def _project(table: pa.Table, exprs: Iterable[ExprNode], names: list[str]) -> pa.Table:
+    """Evaluate expressions over a table with Acero; plain columns are taken as they are."""
+    exprs = list(exprs)
+    if all(isinstance(_unalias(e), Column) for e in exprs):
+        columns = [table.column(_unalias(e).name) for e in exprs]  # type: ignore[attr-defined]
+        return pa.Table.from_arrays(columns, names=names)
+    compiled = [to_arrow_expr(e, table.schema) for e in exprs]
+    declaration = ac.Declaration.from_sequence(
+        [
+            ac.Declaration("table_source", ac.TableSourceNodeOptions(table)),
+            ac.Declaration("project", ac.ProjectNodeOptions(compiled, names)),
+        ]
+    )
+    return declaration.to_table()
+
+
+def _unalias(e: ExprNode) -> ExprNode:
+    return e.operand if isinstance(e, Alias) else e
+
+
+@_execute.register
+def _(node: Project, run: _Run) -> pa.Table:
+    table = run.eval(node.input)
+    return _project(table, node.exprs, [output_name(e) for e in node.exprs])
+
+
+@_execute.register
+def _(node: Limit, run: _Run) -> pa.Table:
+    return run.eval(node.input).slice(node.offset, max(node.n, 0))
+
+
+@_execute.register
+def _(node: Sample, run: _Run) -> pa.Table:
+    table = run.eval(node.input)
+    keep = np.random.default_rng(node.seed).random(table.num_rows) < node.fraction
+    return table.filter(pa.array(keep, pa.bool_()))
+
+
+@_execute.register
+def _(node: Union, run: _Run) -> pa.Table:
+    tables = [run.eval(part) for part in node.parts]
+    schema = node.schema
+    if schema is not None:
+        return pa.concat_tables([_conform(t, schema) for t in tables], promote_options="permissive")
+    metadata = tables[0].schema.metadata
+    out = pa.concat_tables(tables, promote_options="permissive")
+    return out.replace_schema_metadata(metadata)
+
+
+@_execute.register
+def _(node: Sort, run: _Run) -> pa.Table:
+    table = run.eval(node.input)
+    if not node.keys or table.num_rows < 2:
+        return table
+    columns: list[pa.ChunkedArray | pa.Array] = []
+    keys: list[tuple[str, str, str]] = []
+    for i, name in enumerate(node.keys):
+        order = "descending" if node.descending[i] else "ascending"
+        nulls = "at_start" if node.null_first(i) else "at_end"
+        for column in _sortable(table.column(name)):
+            keys.append((f"k{len(columns)}", order, nulls))
+            columns.append(column)
+    by = pa.Table.from_arrays(columns, names=[k for k, _, _ in keys])
+    return table.take(pc.sort_indices(by, sort_keys=keys))
+
+
+def _sortable(column: pa.ChunkedArray | pa.Array) -> list[pa.ChunkedArray | pa.Array]:
+    """A struct (a tuple) sorts by its fields in order; other columns sort as they are."""
+    if not pat.is_struct(column.type):
+        return [column]
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return [part for child in array.flatten() for part in _sortable(child)]
+
+
+@_execute.register
+def _(node: Distinct, run: _Run) -> pa.Table:
+    table = run.eval(node.input)
+    if table.num_columns == 0 or table.num_rows < 2:
+        return table
+    try:
+        out = table.group_by(table.column_names, use_threads=False).aggregate([])
+        return out.select(table.column_names)
+    except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):
+        # nested values (tuples, lists) are not Arrow group keys: dedupe in Python
+        first: dict[Any, int] = {}
+        for i, row in enumerate(table_to_rows(table)):
+            first.setdefault(_hashable(row), i)
+        return table.take(pa.array(list(first.values()), pa.int64()))
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple((k, _hashable(v)) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, *(_hashable(v) for v in value))
+    return value
+
+
+# ------------------------------------------------------------------ aggregate
+
+#: plan aggregate -> pyarrow hash aggregate (count_all is counted over a constant column)
+_HASH_AGGS: dict[str, tuple[str, Callable[[], Any]]] = {
+    "sum": ("sum", lambda: pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)),
+    "mean": ("mean", lambda: pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)),
+    "count": ("count", lambda: pc.CountOptions(mode="only_valid")),
+    "count_all": ("count", lambda: pc.CountOptions(mode="all")),
+    "min": ("min", lambda: pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)),
+    "max": ("max", lambda: pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)),
+    "count_distinct": ("count_distinct", lambda: pc.CountOptions(mode="only_valid")),
+    "std": ("stddev", lambda: pc.VarianceOptions(ddof=1)),
+    "var": ("variance", lambda: pc.VarianceOptions(ddof=1)),
+}
+
+
+def _agg_operand(func: str, operand: ExprNode | None, schema: pa.Schema) -> ExprNode:
+    """The expression an aggregate reads, cast where pyarrow's result type differs."""
+    from dalang.plan.exprs import Cast
+    from dalang.plan.schema import expr_type
+
+    if operand is None:
+        return Literal(1)
+    t = expr_type(operand, schema)
+    if func == "sum" and (pat.is_boolean(t) or pat.is_integer(t)) and t != pa.int64():
+        return Cast(operand, pa.int64())
+    if func == "sum" and pat.is_floating(t) and t != pa.float64():
+        return Cast(operand, pa.float64())
+    if func in {"mean", "std", "var"} and not pat.is_floating(t):
+        return Cast(operand, pa.float64())  # exact decimals would round the mean to their scale
+    return operand
+
+
+def _scalar_agg(func: str, values: pa.ChunkedArray) -> pa.Scalar:
+    name, options = _HASH_AGGS[func]
+    if func == "count_all":
+        return pa.scalar(len(values), pa.int64())
+    return getattr(pc, name)(values, options=options())
+
+
+@_execute.register
+def _(node: Aggregate, run: _Run) -> pa.Table:
+    table = run.eval(node.input)
+    calls = list(node.agg_calls())
+    operand_names = [f"__agg{i}" for i in range(len(calls))]
+    exprs = [Column(k) for k in node.keys] + [
+        _agg_operand(agg.func, agg.operand, table.schema) for _, agg in calls
+    ]
+    inputs = _project(table, exprs, list(node.keys) + operand_names)
+    out_names = list(node.keys) + [name for name, _ in calls]
+    if not node.keys:
+        scalars = [
+            _scalar_agg(agg.func, inputs.column(col))
+            for (_, agg), col in zip(calls, operand_names, strict=True)
+        ]
+        arrays = [pa.array([s.as_py()], type=s.type) for s in scalars]
+        return pa.Table.from_arrays(arrays, names=out_names)
+    specs = [
+        (col, _HASH_AGGS[agg.func][0], _HASH_AGGS[agg.func][1]())
+        for (_, agg), col in zip(calls, operand_names, strict=True)
+    ]
+    grouped = inputs.group_by(list(node.keys), use_threads=True).aggregate(specs)
+    columns = [grouped.column(k) for k in node.keys] + [
+        grouped.column(f"{col}_{fn}") for col, fn, _ in specs
+    ]
+    return pa.Table.from_arrays(columns, names=out_names)
+
+
+# ------------------------------------------------------------------ join
+
+
+def _indices(n: int) -> pa.Array:
+    return pa.array(np.arange(n, dtype=np.int64))
+
+
+def _key_tables(node: Join, left: pa.Table, right: pa.Table) -> tuple[pa.Table, pa.Table] | None:
+    """Both join keys in one type, with row numbers ``__i``/``__j``; None: nothing matches."""
+    lcols, rcols = [], []
+    for lk, rk in zip(node.left_on, node.right_on, strict=True):
+        lc, rc = left.column(lk), right.column(rk)
+        if pat.is_null(lc.type) or pat.is_null(rc.type):
+            return None  # a key that is null everywhere matches nothing
+        if lc.type != rc.type:
+            common = T.common_type([lc.type, rc.type], what="join keys")
+            lc, rc = lc.cast(common), rc.cast(common)
+        lcols.append(lc)
+        rcols.append(rc)
+    names = [f"k{i}" for i in range(len(lcols))]
+    lt = pa.Table.from_arrays([*lcols, _indices(left.num_rows)], names=[*names, "__i"])
+    rt = pa.Table.from_arrays([*rcols, _indices(right.num_rows)], names=[*names, "__j"])
+    return lt, rt
+
+
+def _matching_pairs(node: Join, left: pa.Table, right: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """Row numbers (left, right) of every pair with equal, non-null keys and a true condition."""
+    if node.left_on:
+        tables = _key_tables(node, left, right)
+        if tables is None:
+            li, ri = pa.array([], pa.int64()), pa.array([], pa.int64())
+        else:
+            keys = [f"k{i}" for i in range(len(node.left_on))]
+            pairs = tables[0].join(tables[1], keys=keys, join_type="inner", use_threads=True)
+            li = pairs.column("__i").combine_chunks()
+            ri = pairs.column("__j").combine_chunks()
+    else:
+        nl, nr = left.num_rows, right.num_rows
+        li = pa.array(np.repeat(np.arange(nl, dtype=np.int64), nr))
+        ri = pa.array(np.tile(np.arange(nr, dtype=np.int64), nl))
+    if node.condition is not None and len(li):
+        joined = _assemble(join_output_fields_all(node, left.schema, right.schema), node,
+                           left, right, li, ri)  # fmt: skip
+        keep = pc.fill_null(_evaluate(node.condition, joined), False)
+        li, ri = li.filter(keep), ri.filter(keep)
+    return li, ri
+
+
+def _evaluate(expr: ExprNode, table: pa.Table) -> pa.Array:
+    column = _project(table, [expr], ["_"]).column(0)
+    return column.combine_chunks()
+
+
+def _assemble(
+    fields: list[tuple[pa.Field, tuple[str, str]]],
+    node: Join,
+    left: pa.Table,
+    right: pa.Table,
+    li: pa.Array,
+    ri: pa.Array,
+) -> pa.Table:
+    """The joined rows for row numbers ``li``/``ri`` (a null number: that side is all nulls)."""
+    lt, rt = left.take(li), right.take(ri)
+    coalesce_keys = node.how in {"right", "full"}
+    arrays = []
+    for _, (origin, name) in fields:
+        if origin == "right":
+            arrays.append(rt.column(name))
+        elif origin == "key" and coalesce_keys:
+            lc = lt.column(name)
+            arrays.append(pc.coalesce(lc, rt.column(name).cast(lc.type)))
+        else:
+            arrays.append(lt.column(name))
+    return pa.Table.from_arrays(arrays, names=[f.name for f, _ in fields])
+
+
+def _unmatched(n: int, matched: pa.Array) -> pa.Array:
+    """Row numbers below ``n`` that are not in ``matched``, in order."""
+    return _indices(n).filter(pc.invert(pc.is_in(_indices(n), value_set=matched)))
+
+
+@_execute.register
+def _(node: Join, run: _Run) -> pa.Table:
+    left, right = run.eval(node.left), run.eval(node.right)
+    how = node.how
+    if how in {"semi", "anti"}:
+        if node.condition is None and node.left_on:
+            tables = _key_tables(node, left, right)
+            if tables is None:
+                matched = pa.array([], pa.int64())
+            else:
+                keys = [f"k{i}" for i in range(len(node.left_on))]
+                lt, rt = tables[0], tables[1].drop_columns(["__j"])
+                found = lt.join(rt, keys=keys, join_type="left semi", use_threads=True)
+                matched = found.column("__i").combine_chunks()
+        else:
+            matched = _matching_pairs(node, left, right)[0]
+        hit = pc.is_in(_indices(left.num_rows), value_set=matched)
+        return left.filter(hit if how == "semi" else pc.invert(hit))
+    li, ri = _matching_pairs(node, left, right)
+    pieces_l, pieces_r = [li], [ri]
+    if how in {"left", "full"}:
+        extra = _unmatched(left.num_rows, li)
+        pieces_l.append(extra)
+        pieces_r.append(pa.nulls(len(extra), pa.int64()))
+    if how in {"right", "full"}:
+        extra = _unmatched(right.num_rows, ri)
+        pieces_l.append(pa.nulls(len(extra), pa.int64()))
+        pieces_r.append(extra)
+    li, ri = pa.concat_arrays(pieces_l), pa.concat_arrays(pieces_r)
+    return _assemble(join_output_fields(node, left.schema, right.schema), node, left, right, li, ri)
+
+
+# ------------------------------------------------------------------ user functions
+
+#: how each row-function node is named in errors, as in the Dataset API and UdfStep.kind
+_KIND: dict[type[Node], str] = {MapRows: "map", FlatMapRows: "flat_map", FilterRows: "filter"}
+
+
+def _udf_error(error: Exception, candidates: list[tuple[str, Udf]]) -> UdfError:
+    """A UdfError naming the function that raised (found from the traceback's frames)."""
+    codes: dict[Any, int] = {}
+    for i, (_, udf) in enumerate(candidates):
+        code = _code_of(udf.fn)
+        if code is not None:
+            codes.setdefault(code, i)
+    tb = error.__traceback__
+    while tb is not None:
+        found = codes.get(tb.tb_frame.f_code)
+        if found is not None:
+            operator, udf = candidates[found]
+            return UdfError(operator, udf.name, error)
+        tb = tb.tb_next
+    # raised in C (a builtin such as int, or a non-iterable flat_map result)
+    builtin = [c for c in candidates if _code_of(c[1].fn) is None]
+    flat = [c for c in candidates if c[0] == "flat_map"]
+    operator, udf = (builtin or flat or candidates)[0]
+    return UdfError(operator, udf.name, error)
+
+
+def _code_of(fn: Any) -> Any:
+    from functools import partial
+
+    while isinstance(fn, partial):
+        fn = fn.func
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        code = getattr(getattr(fn, "__func__", None), "__code__", None)
+    if code is None and not isinstance(fn, type):
+        code = getattr(type(fn).__call__, "__code__", None)
+    return code
+
+
+def _flat_map(fn: Callable[[Any], Iterable[Any]], rows: Iterable[Any]) -> Iterator[Any]:
+    return chain.from_iterable(map(fn, rows))
+
+
+_STEP: dict[str, Callable[[Any, Iterable[Any]], Iterator[Any]]] = {
+    "map": map,
+    "filter": filter,
+    "flat_map": _flat_map,
+}
+
+
+def _stream(steps: tuple[UdfStep, ...], rows: Iterable[Any]) -> Iterator[Any]:
+    """Every step over the rows in one lazy pass: C iterators, nothing in between."""
+    it: Iterator[Any] = iter(rows)
+    for step in steps:
+        it = _STEP[step.kind](step.fn.fn, it)
+    return it
+
+
+def _candidates(steps: tuple[UdfStep, ...]) -> list[tuple[str, Udf]]:
+    return [(step.kind, step.fn) for step in steps]
+
+
+def _run_steps(steps: tuple[UdfStep, ...], table: pa.Table) -> list[Any]:
+    with _gc_paused():
+        rows = table_to_rows(table)
+        try:
+            return list(_stream(steps, rows))
+        except Exception as e:
+            raise _udf_error(e, _candidates(steps)) from e
+
+
+def _split_words(table: pa.Table) -> pa.Table | None:
+    """``flat_map(str.split)`` over a string column, vectorised; None when it does not apply."""
+    if not is_values(table.schema) or table.num_columns != 1:
+        return None
+    column = table.column(0)
+    if not (pat.is_string(column.type) or pat.is_large_string(column.type)) or column.null_count:
+        return None  # str.split(None) must raise as Python would
+    # utf8_split_whitespace splits on exactly the characters str.isspace() accepts, but keeps
+    # empty strings at the ends of a line; str.split() never returns empty strings
+    words = pc.list_flatten(pc.utf8_split_whitespace(column))
+    words = words.filter(pc.not_equal(words, ""))
+    return pa.Table.from_arrays([words], schema=values_schema(column.type))
+
+
+@_execute.register
+def _(node: MapRows, run: _Run) -> pa.Table:
+    table = run.eval(node.input)
+    return rows_to_table(_run_steps((UdfStep("map", node.fn),), table), node.output_schema)
+
+
+@_execute.register
+def _(node: FlatMapRows, run: _Run) -> pa.Table:
+    table = run.eval(node.input)
+    if node.fn.fn is str.split:
+        words = _split_words(table)
+        if words is not None:
+            return _conform(words, node.output_schema)
+    rows = _run_steps((UdfStep("flat_map", node.fn),), table)
+    return rows_to_table(rows, node.output_schema)
+
+
+@_execute.register
+def _(node: FilterRows, run: _Run) -> pa.Table:
+    table = run.eval(node.input)
+    fn = node.fn.fn
+    with _gc_paused():
+        rows = table_to_rows(table)
+        try:
+            keep = list(map(bool, map(fn, rows)))
+        except Exception as e:
+            raise _udf_error(e, [("filter", node.fn)]) from e
+    return table.filter(pa.array(keep, pa.bool_()))
+
+
+@_execute.register
+def _(node: UdfChain, run: _Run) -> pa.Table:
+    table = run.eval(node.input)
+    rows = _run_steps(node.steps, table)
+    if all(step.kind == "filter" for step in node.steps):
+        return rows_to_table(rows, table.schema)
+    return rows_to_table(rows, node.output_schema)
+
+
+def _row_functions(node: Node) -> tuple[tuple[UdfStep, ...], Node]:
+    """The row functions directly below a node (fused or not) and the node they read."""
+    steps: list[UdfStep] = []
+    while True:
+        kind = _KIND.get(type(node))
+        if kind is not None:
+            steps.append(UdfStep(kind, node.fn))  # type: ignore[attr-defined]
+            node = node.inputs[0]
+        elif isinstance(node, UdfChain):
+            steps.extend(reversed(node.steps))
+            node = node.input
+        else:
+            return tuple(reversed(steps)), node
+
+
+_MISSING = object()
+
+
+def _fold(
+    rows: Iterable[Any], key: Callable[[Any], Any], reduce: Callable[[Any, Any], Any]
+) -> dict[Any, Any]:
+    """``key -> reduce(...reduce(row1, row2)..., rowN)`` in first-seen order."""
+    out: dict[Any, Any] = {}
+    get = out.get
+    missing = _MISSING
+    for row in rows:
+        k = key(row)
+        acc = get(k, missing)
+        out[k] = row if acc is missing else reduce(acc, row)
+    return out
+
+
+@_execute.register
+def _(node: ReduceByKey, run: _Run) -> pa.Table:
+    # row functions feeding the reduce run in the same pass: their rows are never stored
+    steps, source = _row_functions(node.input)
+    table = run.eval(source)
+    candidates = [*_candidates(steps), ("reduce_by_key", node.key), ("reduce_by_key", node.reduce)]
+    with _gc_paused():
+        rows = table_to_rows(table)
+        try:
+            groups = _fold(_stream(steps, rows), node.key.fn, node.reduce.fn)
+        except Exception as e:
+            raise _udf_error(e, candidates) from e
+        values = list(groups.values())
+    schema = node.schema
+    if schema is not None:
+        try:
+            return rows_to_table(values, schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            pass  # the reduce changed the element type: infer it
+    return rows_to_table(values, None)

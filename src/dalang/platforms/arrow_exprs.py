@@ -139,6 +139,14 @@ def _comparable_pair(a: E, b: E, ta: pa.DataType | None, tb: pa.DataType | None)
         return _cast(a, tb), b
     if _is_null(tb) and not _is_null(ta):
         return a, _cast(b, ta)
+    if (_is_decimal(ta) or _is_decimal(tb)) and T.is_numeric(ta) and T.is_numeric(tb):
+        if _is_float(ta) or _is_float(tb):
+            return a, b
+        da, db = _as_decimal(ta), _as_decimal(tb)
+        # pyarrow compares in a type wide enough for both; past 38 digits that is decimal256
+        wide = _arrow_decimal_precision("add", da, db) - 1 > 38
+        make = pa.decimal256 if wide else pa.decimal128
+        return _cast(a, make(da.precision, da.scale)), _cast(b, make(db.precision, db.scale))
     if _is_date(ta) and pat.is_timestamp(tb):
         return _cast(a, tb), b
     if pat.is_timestamp(ta) and _is_date(tb):
@@ -222,7 +230,17 @@ def _(expr: Alias, schema: pa.Schema | None) -> E:
 
 @_compile.register
 def _(expr: Cast, schema: pa.Schema | None) -> E:
-    return _cast(_compile(expr.operand, schema), expr.to)
+    operand = _compile(expr.operand, schema)
+    source = _type(expr.operand, schema)
+    if _is_int(source) and pat.is_decimal(expr.to):
+        # pyarrow wants room for every integer of the source type; the values may well fit
+        assert source is not None
+        digits = T._int_as_decimal(source).precision + expr.to.scale
+        wide = pa.decimal128(digits, expr.to.scale) if digits <= 38 else None
+        if wide is None:
+            wide = pa.decimal256(digits, expr.to.scale)
+        operand = _cast(operand, wide)
+    return _cast(operand, expr.to)
 
 
 @_compile.register

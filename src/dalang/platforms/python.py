@@ -506,25 +506,54 @@ def _(node: Join, run: _Run) -> pa.Table:
 _KIND: dict[type[Node], str] = {MapRows: "map", FlatMapRows: "flat_map", FilterRows: "filter"}
 
 
-def _udf_error(error: Exception, candidates: list[tuple[str, Udf]]) -> UdfError:
-    """A UdfError naming the function that raised (found from the traceback's frames)."""
-    codes: dict[Any, int] = {}
-    for i, (_, udf) in enumerate(candidates):
-        code = _code_of(udf.fn)
-        if code is not None:
-            codes.setdefault(code, i)
-    tb = error.__traceback__
-    while tb is not None:
-        found = codes.get(tb.tb_frame.f_code)
-        if found is not None:
-            operator, udf = candidates[found]
-            return UdfError(operator, udf.name, error)
-        tb = tb.tb_next
-    # raised in C (a builtin such as int, or a non-iterable flat_map result)
-    builtin = [c for c in candidates if _code_of(c[1].fn) is None]
-    flat = [c for c in candidates if c[0] == "flat_map"]
-    operator, udf = (builtin or flat or candidates)[0]
-    return UdfError(operator, udf.name, error)
+class _Pass:
+    """The user functions of one Python pass, each one findable in a traceback.
+
+    Builtins (``int``, ``str.split``) leave no frame behind, so when a pass has
+    more than one function they are wrapped in a function with a code object of
+    its own; the frame of the function that raised then names it.
+    """
+
+    def __init__(self, named: list[tuple[str, Udf]]) -> None:
+        self.named = named
+        wrap = len(named) > 1
+        self.fns = [_traceable(u.fn) if wrap and _code_of(u.fn) is None else u.fn for _, u in named]
+
+    def stream(self, steps: tuple[UdfStep, ...], rows: Iterable[Any]) -> Iterator[Any]:
+        """Every step over the rows in one lazy pass: C iterators, nothing in between."""
+        it: Iterator[Any] = iter(rows)
+        for step, fn in zip(steps, self.fns, strict=False):
+            it = _STEP[step.kind](fn, it)
+        return it
+
+    def error(self, error: Exception) -> UdfError:
+        """A UdfError naming the function that raised."""
+        codes: dict[int, int] = {}
+        for i, fn in enumerate(self.fns):
+            code = _code_of(fn)
+            if code is not None:
+                codes.setdefault(id(code), i)
+        tb = error.__traceback__
+        while tb is not None:
+            found = codes.get(id(tb.tb_frame.f_code))
+            if found is not None:
+                operator, udf = self.named[found]
+                return UdfError(operator, udf.name, error)
+            tb = tb.tb_next
+        # no frame of ours: the iteration itself failed, e.g. a flat_map returned a non-iterable
+        flat = [c for c in self.named if c[0] == "flat_map"]
+        operator, udf = (flat or self.named)[0]
+        return UdfError(operator, udf.name, error)
+
+
+def _traceable(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        return fn(*args)
+
+    # a code object of its own (named after the function) tells the wrappers apart
+    name = getattr(fn, "__name__", "") or "udf"
+    call.__code__ = call.__code__.replace(co_name=name, co_qualname=name)
+    return call
 
 
 def _code_of(fn: Any) -> Any:
@@ -551,25 +580,18 @@ _STEP: dict[str, Callable[[Any, Iterable[Any]], Iterator[Any]]] = {
 }
 
 
-def _stream(steps: tuple[UdfStep, ...], rows: Iterable[Any]) -> Iterator[Any]:
-    """Every step over the rows in one lazy pass: C iterators, nothing in between."""
-    it: Iterator[Any] = iter(rows)
-    for step in steps:
-        it = _STEP[step.kind](step.fn.fn, it)
-    return it
-
-
-def _candidates(steps: tuple[UdfStep, ...]) -> list[tuple[str, Udf]]:
+def _named(steps: tuple[UdfStep, ...]) -> list[tuple[str, Udf]]:
     return [(step.kind, step.fn) for step in steps]
 
 
 def _run_steps(steps: tuple[UdfStep, ...], table: pa.Table) -> list[Any]:
+    calls = _Pass(_named(steps))
     with _gc_paused():
         rows = table_to_rows(table)
         try:
-            return list(_stream(steps, rows))
+            return list(calls.stream(steps, rows))
         except Exception as e:
-            raise _udf_error(e, _candidates(steps)) from e
+            raise calls.error(e) from e
 
 
 def _split_words(table: pa.Table) -> pa.Table | None:
@@ -612,7 +634,7 @@ def _(node: FilterRows, run: _Run) -> pa.Table:
         try:
             keep = list(map(bool, map(fn, rows)))
         except Exception as e:
-            raise _udf_error(e, [("filter", node.fn)]) from e
+            raise UdfError("filter", node.fn.name, e) from e
     return table.filter(pa.array(keep, pa.bool_()))
 
 
@@ -643,16 +665,23 @@ def _row_functions(node: Node) -> tuple[tuple[UdfStep, ...], Node]:
 _MISSING = object()
 
 
+class _Unhashable(Exception):
+    """A key function returned a value that cannot be a dict key."""
+
+
 def _fold(
     rows: Iterable[Any], key: Callable[[Any], Any], reduce: Callable[[Any, Any], Any]
 ) -> dict[Any, Any]:
-    """``key -> reduce(...reduce(row1, row2)..., rowN)`` in first-seen order."""
+    """``key -> reduce(...reduce(row1, row2)..., rowN)``, keys in first-seen order."""
     out: dict[Any, Any] = {}
     get = out.get
     missing = _MISSING
     for row in rows:
         k = key(row)
-        acc = get(k, missing)
+        try:  # free unless it raises (Python 3.11)
+            acc = get(k, missing)
+        except TypeError as e:
+            raise _Unhashable() from e
         out[k] = row if acc is missing else reduce(acc, row)
     return out
 
@@ -662,18 +691,19 @@ def _(node: ReduceByKey, run: _Run) -> pa.Table:
     # row functions feeding the reduce run in the same pass: their rows are never stored
     steps, source = _row_functions(node.input)
     table = run.eval(source)
-    candidates = [*_candidates(steps), ("reduce_by_key", node.key), ("reduce_by_key", node.reduce)]
+    calls = _Pass([*_named(steps), ("reduce_by_key", node.key), ("reduce_by_key", node.reduce)])
+    *_, key, reduce = calls.fns
     with _gc_paused():
         rows = table_to_rows(table)
         try:
-            groups = _fold(_stream(steps, rows), node.key.fn, node.reduce.fn)
+            groups = _fold(calls.stream(steps, rows), key, reduce)
+        except _Unhashable as e:
+            cause = e.__cause__
+            assert isinstance(cause, TypeError)
+            raise UdfError("reduce_by_key", node.key.name, cause) from cause
         except Exception as e:
-            raise _udf_error(e, candidates) from e
+            raise calls.error(e) from e
         values = list(groups.values())
-    schema = node.schema
-    if schema is not None:
-        try:
-            return rows_to_table(values, schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-            pass  # the reduce changed the element type: infer it
-    return rows_to_table(values, None)
+    # inferred, not converted to the input type: pyarrow would silently truncate 1.5 to 1;
+    # the result is then cast (safely) to the planned type where that is possible
+    return rows_to_table(values, None if values else node.schema)

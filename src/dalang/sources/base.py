@@ -11,6 +11,23 @@ import pyarrow as pa
 from dalang.plan.exprs import ExprNode
 
 
+def normalise_type(t: pa.DataType) -> pa.DataType:
+    """The one Arrow type dalang uses for each kind of value (``string``, not its variants)."""
+    import pyarrow.types as pat
+
+    if pat.is_string_view(t) or pat.is_large_string(t):
+        return pa.string()
+    if pat.is_binary_view(t) or pat.is_large_binary(t):
+        return pa.binary()
+    return t
+
+
+def normalise_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with every field in dalang's canonical types."""
+    fields = [f.with_type(normalise_type(f.type)) for f in schema]
+    return pa.schema(fields, metadata=schema.metadata)
+
+
 class Source(ABC):
     """Something a Scan reads. Subclasses are frozen dataclasses (hashable)."""
 

@@ -13,9 +13,9 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from dalang.errors import MalformedInput, SourceError, SourceNotFound
-from dalang.plan.exprs import ExprNode, columns_used
+from dalang.plan.exprs import Cast, Column, ExprNode, columns_used
 from dalang.plan.nodes import values_schema
-from dalang.sources.base import Source
+from dalang.sources.base import Source, normalise_schema, normalise_type
 
 #: Bytes read from the start of a text-like file to estimate its row count.
 _SAMPLE_BYTES = 1 << 16
@@ -81,13 +81,19 @@ class ParquetSource(_FileSource):
         except pa.ArrowInvalid as e:
             raise SourceError(f"{self.path!r} is not a readable Parquet file: {e}") from e
 
+    @cached_property
+    def _view_columns(self) -> frozenset[str]:
+        """Columns stored as string_view/large_string, which dalang reads as string."""
+        physical = self._dataset.schema
+        return frozenset(f.name for f in physical if normalise_type(f.type) != f.type)
+
     @property
     def files(self) -> list[str]:
         return list(self._dataset.files)
 
-    @property
-    def schema(self) -> pa.Schema:
-        return self._dataset.schema
+    @cached_property
+    def schema(self) -> pa.Schema:  # type: ignore[override]
+        return normalise_schema(self._dataset.schema)
 
     @cached_property
     def _metadata(self) -> list[pq.FileMetaData]:
@@ -119,17 +125,64 @@ class ParquetSource(_FileSource):
     def read(
         self, columns: tuple[str, ...] | None = None, predicate: ExprNode | None = None
     ) -> pa.Table:
-        # dataset scanning prunes row groups by their statistics and reads only `columns`
-        return self._dataset.to_table(
-            columns=list(columns) if columns is not None else None,
-            filter=_arrow_filter(predicate),
-        )
+        if not self._view_columns:
+            # dataset scanning prunes row groups by their statistics and reads only `columns`
+            return self._dataset.to_table(
+                columns=list(columns) if columns is not None else None,
+                filter=_arrow_filter(predicate),
+            )
+        return self._read_views(columns, predicate)
+
+    def _read_views(
+        self, columns: tuple[str, ...] | None, predicate: ExprNode | None
+    ) -> pa.Table:
+        """Read files with string_view columns, which Arrow's scanner cannot filter.
+
+        Row groups are still pruned by their statistics; rows are filtered after the
+        view columns are cast to plain strings.
+        """
+        needed = None
+        if columns is not None:
+            extra = columns_used(predicate) - set(columns) if predicate is not None else set()
+            needed = list(columns) + sorted(extra)
+        pieces = []
+        prune = _arrow_filter(self._physical(predicate))
+        for fragment in self._dataset.get_fragments():
+            groups = fragment.split_by_row_group(prune) if prune is not None else [fragment]
+            pieces.extend(g.to_table(columns=needed) for g in groups)
+        if pieces:
+            table = pa.concat_tables(pieces)
+        else:
+            physical = self._dataset.schema
+            empty = physical.empty_table()
+            table = empty if needed is None else empty.select(needed)
+        table = self._canonical(table)
+        if predicate is not None:
+            table = table.filter(_arrow_filter(predicate))
+        return table.select(list(columns)) if columns is not None else table
 
     def read_batches(self, columns=None, predicate=None):  # type: ignore[no-untyped-def]
+        if self._view_columns:
+            yield from self._read_views(columns, predicate).to_batches()
+            return
         yield from self._dataset.to_batches(
             columns=list(columns) if columns is not None else None,
             filter=_arrow_filter(predicate),
         )
+
+    def _physical(self, predicate: ExprNode | None) -> ExprNode | None:
+        """The predicate over the stored types: view columns compared as plain strings."""
+        if predicate is None or not self._view_columns:
+            return predicate
+        from dalang.optimizer.rules import rename_columns
+
+        used = columns_used(predicate) & self._view_columns
+        return rename_columns(predicate, {n: Cast(Column(n), pa.string()) for n in used})
+
+    def _canonical(self, table: pa.Table) -> pa.Table:
+        if not self._view_columns:
+            return table
+        return table.cast(normalise_schema(table.schema))
 
 
 @dataclass(frozen=True, eq=False)

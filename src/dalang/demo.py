@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 import dalang as dl
+from dalang.explain import render
 
 SEGMENTS = ("retail", "business", "private")
 CHANNELS = ("card", "transfer", "online", "atm")
@@ -87,9 +88,13 @@ def run_demo(*, transactions: int = 100_000, console: Console | None = None) -> 
             .join(customers.filter(dl.col("age") >= 21), on="customer_id")
             .map(to_features, schema=FEATURE_SCHEMA)
         )
-        console.print("\n[bold]placed plan[/]")
-        console.print(pipeline.explain(), highlight=False, markup=False)
         matrix = pipeline.to_numpy()
+        assert ctx.last_placed is not None
+        console.print()
+        console.print(
+            render(ctx.last_placed, analyze=True), highlight=False, markup=False, soft_wrap=True
+        )
+        console.print()
         by_channel = (
             tx.group_by("channel")
             .agg(

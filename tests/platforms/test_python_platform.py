@@ -1107,3 +1107,65 @@ def test_decimal_compared_with_int_and_int_cast_to_decimal() -> None:
     assert col(Filter(data, Call("gt", (Column("d"), Literal(5)))), "d") == [D("5.50")]
     node = Project(data, (Alias(Cast(Column("i"), pa.decimal128(10, 2)), "c"),))
     assert col(node, "c") == [D("3.00"), D("-2.00")]
+
+
+def test_keyless_join_with_condition_works_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dalang.platforms.python as python_platform
+
+    monkeypatch.setattr(python_platform, "_PAIRS_PER_BLOCK", 7)
+    condition = Call("eq", (Call("mod", (Column("a"), Literal(3))), Column("b")))
+    node = Join(scan({"a": list(range(10))}), scan({"b": [0, 1, 5]}), "inner", (), (), condition)
+    expected = [{"a": a, "b": b} for a in range(10) for b in (0, 1, 5) if a % 3 == b]
+    assert canon(rows(node)) == canon(expected)
+    crossed = Join(scan({"a": list(range(10))}), scan({"b": [0, 1, 5]}), "cross", (), ())
+    assert run(crossed).num_rows == 30
+
+
+@pytest.mark.parametrize("how", ["inner", "left", "full", "semi", "anti"])
+def test_keyless_join_uses_equalities_the_condition_implies(how: str) -> None:
+    left = {"a": [1, 2, 2, None], "s": [5, 6, 7, 8]}
+    right = {"b": [2, 1, None], "t": [6, 0, 1]}
+    eq = Call("eq", (Column("a"), Column("b")))
+    condition = Call(
+        "or",
+        (
+            Call("and", (eq, Call("gt", (Column("s"), Column("t"))))),
+            Call(
+                "and",
+                (Call("eq", (Column("b"), Column("a"))), Call("eq", (Column("t"), Literal(6)))),
+            ),
+        ),
+    )
+    node = Join(scan(left), scan(right), how, (), (), condition)
+
+    def cond(r: dict[str, Any]) -> bool:
+        if r["a"] is None or r["b"] is None or r["a"] != r["b"]:
+            return False
+        return bool(r["s"] > r["t"] or r["t"] == 6)
+
+    expected = py_join(left, right, how, "a", "b", cond)
+    assert canon(rows(node)) == canon(expected)
+
+
+def test_filter_over_cross_join_becomes_a_hash_join() -> None:
+    n = 3000  # a cross product would be 9 million pairs; the equality makes it a hash join
+    left = scan({"a": list(range(n)), "s": [i % 7 for i in range(n)]})
+    right = scan({"b": list(range(n)), "t": [i % 5 for i in range(n)]})
+    predicate = Call(
+        "or",
+        (
+            Call(
+                "and",
+                (Call("eq", (Column("a"), Column("b"))), Call("lt", (Column("s"), Literal(3)))),
+            ),
+            Call(
+                "and",
+                (Call("eq", (Column("b"), Column("a"))), Call("eq", (Column("t"), Literal(0)))),
+            ),
+        ),
+    )
+    node = Filter(Join(left, right, "cross", (), ()), predicate)
+    expected = [
+        {"a": i, "s": i % 7, "b": i, "t": i % 5} for i in range(n) if i % 7 < 3 or i % 5 == 0
+    ]
+    assert canon(rows(node)) == canon(expected)

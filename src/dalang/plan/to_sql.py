@@ -6,7 +6,7 @@ import datetime
 import decimal
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import Any
 
@@ -117,7 +117,8 @@ def compile_fragment(fragment: Node, *, leaf: LeafResolver, dialect: str = "duck
     """Compile ``fragment`` into one query whose columns are the fragment's columns.
 
     ``leaf`` says how each ``Scan``/``StageInput`` reads; the Scan's ``columns`` and
-    ``predicate`` are applied here. Every other node becomes a nested SELECT.
+    ``predicate`` are applied here. Nodes merge into flat SELECTs (joins in one FROM
+    chain, projections substituted) and nest only where SQL needs a subquery.
 
     Examples
     --------
@@ -127,13 +128,9 @@ def compile_fragment(fragment: Node, *, leaf: LeafResolver, dialect: str = "duck
     >>> compile_fragment(node, leaf=lambda n: Leaf.table("t")).sql
     'SELECT "_t1"."a" AS "a" FROM "t" AS "_t1"'
     """
-    compiler = _Compiler(leaf, dialect)
-    rel = _compile(fragment, compiler)
-    query = rel.query
-    if list(rel.cols) != list(rel.schema.names):
-        source, scope = compiler.source(rel)
-        query = exp.select(*(_alias(scope.ref(n), n) for n in rel.schema.names)).from_(source)
-    return CompiledSql(query, query.sql(dialect=dialect, identify=True), rel.schema)
+    sel = _compile(fragment, _Compiler(leaf, dialect))
+    query = sel.query(sel.schema.names)
+    return CompiledSql(query, query.sql(dialect=dialect, identify=True), sel.schema)
 
 
 def fragment_to_sql(fragment: Node, *, leaf: LeafResolver, dialect: str = "duckdb") -> str:
@@ -213,17 +210,25 @@ _SIMPLE_TYPES: tuple[tuple[Callable[[pa.DataType], bool], exp.DType], ...] = (
 
 @dataclass(frozen=True)
 class _Scope:
-    """The columns an expression can see: logical name -> SQL reference, and their types."""
+    """The columns an expression can see: logical name -> SQL expression, and their types.
+
+    ``uses`` counts the reads of each computed (not plain column) expression.
+    """
 
     columns: Mapping[str, exp.Expr]
     schema: pa.Schema
     dialect: str
+    uses: dict[str, int] = field(default_factory=dict)
 
     def ref(self, name: str) -> exp.Expr:
         try:
-            return self.columns[name].copy()
+            e = self.columns[name]
         except KeyError:
             raise ColumnNotFound(name, list(self.columns)) from None
+        if type(e) is exp.Column:  # the common case, built anew faster than copied
+            return _col(e.table, e.name)
+        self.uses[name] = self.uses.get(name, 0) + 1
+        return e.copy()
 
     def type_of(self, expr: ExprNode) -> pa.DataType:
         return expr_type(expr, self.schema)
@@ -664,18 +669,100 @@ def _aggregate(agg: Agg, scope: _Scope) -> exp.Expr:
 
 
 # --------------------------------------------------------------------------- operators
+#
+# Each node compiles into a flat SELECT under construction (a ``_Select``): FROM items
+# joined in a chain, WHERE conjuncts, and each output column as an expression over the
+# FROM items' aliases. A node adds to its input's SELECT (a Filter adds a conjunct, a
+# Project substitutes its expressions, a Join concatenates the chains) and wraps it in a
+# subquery only where SQL needs one, so the engine sees ``FROM a JOIN b ON ... JOIN c``
+# and is free to reorder the joins.
 
 
-@dataclass(frozen=True)
-class _Rel:
-    """A compiled node: a query whose output columns are ``sql_names(schema.names)``."""
+def _col(table: str, name: str) -> exp.Column:
+    return exp.Column(
+        this=exp.Identifier(this=name, quoted=True), table=exp.Identifier(this=table, quoted=True)
+    )
 
-    query: exp.Query
+
+def _ident(name: str) -> exp.Identifier:
+    return exp.Identifier(this=name, quoted=True)
+
+
+def _is_constant(e: exp.Expr) -> bool:
+    """True when ``e`` reads no column and aggregates nothing (so it orders nothing)."""
+    return e.find(exp.Column, exp.AggFunc) is None
+
+
+@dataclass(eq=False)
+class _Select:
+    """A SELECT under construction; it belongs to the node being compiled, which may change it.
+
+    ``columns`` maps each logical column (in ``schema`` order) to its expression over
+    the aliases of ``source`` and ``joins``. ``group`` is None until the rows are
+    aggregated (``[]``: one group). Clauses apply in SQL's order: FROM, WHERE,
+    GROUP BY, HAVING, DISTINCT, ORDER BY, LIMIT/OFFSET.
+    """
+
+    source: exp.Expr
+    columns: dict[str, exp.Expr]
     schema: pa.Schema
+    dialect: str
+    joins: list[exp.Join] = field(default_factory=list)
+    where: list[exp.Expr] = field(default_factory=list)
+    group: list[exp.Expr] | None = None
+    having: list[exp.Expr] = field(default_factory=list)
+    distinct: bool = False
+    order: list[exp.Ordered] = field(default_factory=list)
+    limit: int | None = None
+    offset: int = 0
 
     @property
-    def cols(self) -> list[str]:
-        return sql_names(self.schema.names)
+    def rows_as_read(self) -> bool:
+        """True when no clause past WHERE applies (a join or another WHERE can extend it)."""
+        return self.group is None and not self.distinct and not self.order and self.limit is None
+
+    @property
+    def bare_columns(self) -> bool:
+        """True when every column is a column of a FROM item (none is computed)."""
+        return all(type(e) is exp.Column for e in self.columns.values())
+
+    @property
+    def outer_joined(self) -> bool:
+        """True when the chain has a RIGHT or FULL join (it null-extends earlier items)."""
+        return any(j.args.get("side") in ("RIGHT", "FULL") for j in self.joins)
+
+    def scope(self) -> _Scope:
+        return _Scope(self.columns, self.schema, self.dialect)
+
+    def query(self, names: Sequence[str]) -> exp.Select:
+        """The SELECT, its columns named ``names``."""
+        exprs: list[exp.Expr]
+        if self.columns:
+            exprs = [
+                exp.Alias(this=e, alias=_ident(n))
+                for e, n in zip(self.columns.values(), names, strict=True)
+            ]
+        else:  # SQL has no SELECT without columns; callers drop the placeholder
+            placeholder = exp.Null() if self.group is None else exp.Count(this=exp.Star())
+            exprs = [exp.Alias(this=placeholder, alias=_ident(EMPTY_COLUMN))]
+        query = exp.Select(expressions=exprs, from_=exp.From(this=self.source))
+        if self.joins:
+            query.set("joins", self.joins)
+        if self.where:
+            query.set("where", exp.Where(this=_all_of(self.where)))
+        if self.group:
+            query.set("group", exp.Group(expressions=self.group))
+        if self.having:
+            query.set("having", exp.Having(this=_all_of(self.having)))
+        if self.distinct:
+            query.set("distinct", exp.Distinct())
+        if self.order:
+            query.set("order", exp.Order(expressions=self.order))
+        if self.limit is not None:
+            query.set("limit", exp.Limit(expression=exp.Literal.number(self.limit)))
+        if self.offset:
+            query.set("offset", exp.Offset(expression=exp.Literal.number(self.offset)))
+        return query
 
 
 class _Compiler:
@@ -688,24 +775,22 @@ class _Compiler:
         self._count += 1
         return f"_t{self._count}"
 
-    def scope(
-        self, alias: str, names: Sequence[str], cols: Sequence[str], schema: pa.Schema
-    ) -> _Scope:
-        refs = {
-            n: exp.column(c, table=alias, quoted=True) for n, c in zip(names, cols, strict=True)
-        }
-        return _Scope(refs, schema, self.dialect)
-
-    def source(self, rel: _Rel) -> tuple[exp.Expr, _Scope]:
-        """``rel`` as a FROM item, and the scope of its columns."""
+    def from_item(
+        self, source: exp.Expr, names: Sequence[str], physical: Sequence[str], schema: pa.Schema
+    ) -> _Select:
+        """A SELECT of every column of ``source`` (its columns named ``physical``)."""
         alias = self.alias()
-        sub = rel.query.subquery(exp.to_identifier(alias, quoted=True))
-        return sub, self.scope(alias, rel.schema.names, rel.cols, rel.schema)
+        source.set("alias", exp.TableAlias(this=_ident(alias)))
+        columns: dict[str, exp.Expr] = {
+            n: _col(alias, p) for n, p in zip(names, physical, strict=True)
+        }
+        return _Select(source, columns, schema, self.dialect)
 
-    def select(self, schema: pa.Schema, exprs: Sequence[exp.Expr]) -> list[exp.Expr]:
-        if not exprs:  # SQL has no SELECT without columns; callers drop the placeholder
-            return [_alias(exp.null(), EMPTY_COLUMN)]
-        return [_alias(e, c) for e, c in zip(exprs, sql_names(schema.names), strict=True)]
+    def wrap(self, sel: _Select) -> _Select:
+        """``sel`` as a subquery: a new SELECT that any clause can extend."""
+        cols = sql_names(sel.schema.names)
+        sub = exp.Subquery(this=sel.query(cols))
+        return self.from_item(sub, sel.schema.names, cols, sel.schema)
 
 
 def _untyped(names: Sequence[str]) -> pa.Schema:
@@ -713,11 +798,11 @@ def _untyped(names: Sequence[str]) -> pa.Schema:
 
 
 @singledispatch
-def _compile(node: Node, c: _Compiler) -> _Rel:
+def _compile(node: Node, c: _Compiler) -> _Select:
     raise PlanError(f"{node.label} cannot be compiled to SQL")
 
 
-def _read_leaf(leaf: Leaf, c: _Compiler, schema: pa.Schema) -> tuple[exp.Expr, _Scope]:
+def _read_leaf(leaf: Leaf, c: _Compiler, schema: pa.Schema) -> _Select:
     if leaf.schema is not None:
         schema = leaf.schema
     if leaf.columns is not None:
@@ -726,52 +811,70 @@ def _read_leaf(leaf: Leaf, c: _Compiler, schema: pa.Schema) -> tuple[exp.Expr, _
         physical = list(leaf.columns.values())
     else:
         physical = schema.names
-    alias = c.alias()
-    source = leaf.source.copy()
-    source.set("alias", exp.TableAlias(this=exp.to_identifier(alias, quoted=True)))
-    return source, c.scope(alias, schema.names, physical, schema)
+    return c.from_item(leaf.source.copy(), schema.names, physical, schema)
 
 
 @_compile.register
-def _(node: Scan, c: _Compiler) -> _Rel:
+def _(node: Scan, c: _Compiler) -> _Select:
     full = node.source.schema
-    source, scope = _read_leaf(c.leaf(node), c, full)
+    sel = _read_leaf(c.leaf(node), c, full)
+    if node.predicate is not None:  # over the full source, so before the columns are chosen
+        sel.where.append(_expr(node.predicate, sel.scope()))
     names = list(node.columns) if node.columns is not None else full.names
-    out = pa.schema([full.field(n) for n in names], metadata=full.metadata)
-    query = exp.select(*c.select(out, [scope.ref(n) for n in names])).from_(source)
-    if node.predicate is not None:
-        query = query.where(_expr(node.predicate, scope))
-    return _Rel(query, out)
+    scope = sel.scope()
+    sel.columns = {n: scope.ref(n) for n in names}
+    sel.schema = pa.schema([full.field(n) for n in names], metadata=full.metadata)
+    return sel
 
 
 @_compile.register
-def _(node: StageInput, c: _Compiler) -> _Rel:
+def _(node: StageInput, c: _Compiler) -> _Select:
     leaf = c.leaf(node)
     schema = node.input_schema or leaf.schema
     if schema is None:
         if leaf.columns is None:
             raise PlanError(f"stage input {node.name!r} has no schema; name its columns")
         schema = _untyped(list(leaf.columns))
-    source, scope = _read_leaf(leaf, c, schema)
-    query = exp.select(*c.select(schema, [scope.ref(n) for n in schema.names])).from_(source)
-    return _Rel(query, schema)
+    sel = _read_leaf(leaf, c, schema)
+    scope = sel.scope()
+    sel.columns = {n: scope.ref(n) for n in schema.names}
+    sel.schema = schema
+    return sel
 
 
 @_compile.register
-def _(node: Filter, c: _Compiler) -> _Rel:
-    child = _compile(node.input, c)
-    source, scope = c.source(child)
-    query = exp.select("*").from_(source).where(_expr(node.predicate, scope))
-    return _Rel(query, child.schema)
+def _(node: Filter, c: _Compiler) -> _Select:
+    sel = _compile(node.input, c)
+    if sel.limit is not None:  # a filter commutes with every other clause
+        sel = c.wrap(sel)
+    predicate = _expr(node.predicate, sel.scope())
+    (sel.where if sel.group is None else sel.having).append(predicate)
+    return sel
+
+
+def _substitute(exprs: Sequence[ExprNode], sel: _Select) -> list[exp.Expr] | None:
+    """``exprs`` over ``sel``'s FROM items; None where a computed column is read twice
+    (substituting it would repeat its work, and chains of such projections grow fast)."""
+    scope = sel.scope()
+    out = [_expr(e, scope) for e in exprs]
+    if any(n > 1 for n in scope.uses.values()):
+        return None
+    return out
 
 
 @_compile.register
-def _(node: Project, c: _Compiler) -> _Rel:
-    child = _compile(node.input, c)
-    source, scope = c.source(child)
+def _(node: Project, c: _Compiler) -> _Select:
+    sel = _compile(node.input, c)
+    scope = sel.scope()
     schema = pa.schema([pa.field(output_name(e), scope.type_of(e)) for e in node.exprs])
-    query = exp.select(*c.select(schema, [_expr(e, scope) for e in node.exprs])).from_(source)
-    return _Rel(query, schema)
+    exprs = None if sel.distinct else _substitute(node.exprs, sel)
+    if exprs is None:
+        sel = c.wrap(sel)
+        scope = sel.scope()
+        exprs = [_expr(e, scope) for e in node.exprs]
+    sel.columns = dict(zip(schema.names, exprs, strict=True))
+    sel.schema = schema
+    return sel
 
 
 def _key_match(node: Join, left: _Scope, right: _Scope) -> list[exp.Expr]:
@@ -784,18 +887,48 @@ def _key_match(node: Join, left: _Scope, right: _Scope) -> list[exp.Expr]:
 def _all_of(conditions: Sequence[exp.Expr]) -> exp.Expr:
     if not conditions:
         return exp.true()
+    if len(conditions) == 1:
+        return conditions[0]
     out = _p(conditions[0])
     for cond in conditions[1:]:
         out = exp.And(this=out, expression=_p(cond))
     return out
 
 
+def _join_sides(node: Join, c: _Compiler) -> tuple[_Select, _Select]:
+    """Both inputs, each wrapped where its clauses cannot join the combined SELECT."""
+    left, right = _compile(node.left, c), _compile(node.right, c)
+    how = node.how
+    if how in {"semi", "anti"}:  # the left side gains a WHERE EXISTS, like a filter
+        if left.group is not None or left.distinct or left.limit is not None:
+            left = c.wrap(left)
+        right.order = []  # (order does not matter to EXISTS)
+        if not right.rows_as_read:
+            right = c.wrap(right)
+        return left, right
+    # a side whose rows a join can null-extend (left of RIGHT/FULL, right of LEFT/FULL)
+    # must come as bare rows of one FROM item: a WHERE or a computed column would
+    # apply after the null-extension rather than before it
+    if not left.rows_as_read or (
+        how in {"right", "full"} and (left.where or not left.bare_columns)
+    ):
+        left = c.wrap(left)
+    if (
+        not right.rows_as_read
+        or right.outer_joined  # a RIGHT/FULL join inside would also null-extend the left side
+        or (how != "inner" and how != "cross" and right.joins)
+        or (how in {"left", "full"} and (right.where or not right.bare_columns))
+    ):
+        right = c.wrap(right)
+    return left, right
+
+
 @_compile.register
-def _(node: Join, c: _Compiler) -> _Rel:
-    left_rel, right_rel = _compile(node.left, c), _compile(node.right, c)
-    lsrc, left = c.source(left_rel)
-    rsrc, right = c.source(right_rel)
-    fields_all = join_output_fields_all(node, left_rel.schema, right_rel.schema)
+def _(node: Join, c: _Compiler) -> _Select:
+    lsel, rsel = _join_sides(node, c)
+    left_schema, right_schema = lsel.schema, rsel.schema
+    left, right = lsel.scope(), rsel.scope()
+    fields_all = join_output_fields_all(node, left_schema, right_schema)
 
     def ref(origin: tuple[str, str], *, merge: bool) -> exp.Expr:
         side, name = origin
@@ -812,79 +945,103 @@ def _(node: Join, c: _Compiler) -> _Rel:
         refs = {f.name: ref(origin, merge=False) for f, origin in fields_all}
         conditions.append(_expr(node.condition, _Scope(refs, both, c.dialect)))
 
-    out_fields = join_output_fields(node, left_rel.schema, right_rel.schema)
-    schema = pa.schema([f for f, _ in out_fields])
-    merge = node.how in {"right", "full"}
-    projection = c.select(schema, [ref(origin, merge=merge) for _, origin in out_fields])
-    query = exp.select(*projection).from_(lsrc)
-
     if node.how in {"semi", "anti"}:
-        match: exp.Expr = exp.Exists(
-            this=exp.select(exp.Literal.number(1)).from_(rsrc).where(_all_of(conditions))
-        )
+        inner = exp.Select(expressions=[exp.Literal.number(1)], from_=exp.From(this=rsel.source))
+        if rsel.joins:
+            inner.set("joins", rsel.joins)
+        inner.set("where", exp.Where(this=_all_of([*rsel.where, *conditions])))
+        match: exp.Expr = exp.Exists(this=inner)
         if node.how == "anti":
             match = exp.Not(this=match)
-        return _Rel(query.where(match), schema)
-    if node.how == "cross":
-        query = query.join(rsrc, join_type="CROSS")
-        return _Rel(query.where(_all_of(conditions)) if conditions else query, schema)
-    join_type = {"inner": "INNER", "left": "LEFT", "right": "RIGHT", "full": "FULL"}[node.how]
-    return _Rel(query.join(rsrc, on=_all_of(conditions), join_type=join_type), schema)
+        lsel.where.append(match)
+        return lsel
+
+    out_fields = join_output_fields(node, left_schema, right_schema)
+    merge = node.how in {"right", "full"}
+    columns = {f.name: ref(origin, merge=merge) for f, origin in out_fields}
+    joins = lsel.joins
+    where = lsel.where
+    if node.how in {"inner", "cross"}:
+        # every condition of an inner join may sit in WHERE; in ON when it can
+        where.extend(rsel.where)
+        if rsel.joins or not conditions:
+            joins.append(exp.Join(this=rsel.source, kind="CROSS"))
+            joins.extend(rsel.joins)
+            where.extend(conditions)
+        else:
+            joins.append(exp.Join(this=rsel.source, kind="INNER", on=_all_of(conditions)))
+    else:
+        side = {"left": "LEFT", "right": "RIGHT", "full": "FULL"}[node.how]
+        joins.append(exp.Join(this=rsel.source, side=side, on=_all_of(conditions)))
+        where.extend(rsel.where)  # (only a RIGHT join's preserved right side has one)
+    schema = pa.schema([f for f, _ in out_fields])
+    return _Select(lsel.source, columns, schema, c.dialect, joins=joins, where=where)
 
 
 @_compile.register
-def _(node: Aggregate, c: _Compiler) -> _Rel:
-    child = _compile(node.input, c)
-    source, scope = c.source(child)
-    fields = [child.schema.field(k) for k in node.keys]
-    exprs = [scope.ref(k) for k in node.keys]
+def _(node: Aggregate, c: _Compiler) -> _Select:
+    sel = _compile(node.input, c)
+    if (
+        sel.group is not None
+        or sel.distinct
+        or sel.limit is not None
+        # GROUP BY plain columns only: the engine must match later uses of a key to it
+        or any(type(sel.columns[k]) is not exp.Column for k in node.keys if k in sel.columns)
+    ):
+        sel = c.wrap(sel)
+    sel.order = []  # the order of the rows does not change the groups
+    scope = sel.scope()
+    fields = [sel.schema.field(k) for k in node.keys]
+    columns = {k: scope.ref(k) for k in node.keys}
     for name, agg in node.agg_calls():
         fields.append(pa.field(name, scope.type_of(agg)))
-        exprs.append(_aggregate(agg, scope))
-    schema = pa.schema(fields)
-    if not exprs:
-        exprs.append(exp.Count(this=exp.Star()))  # still one row per group
-        return _Rel(exp.select(_alias(exprs[0], EMPTY_COLUMN)).from_(source), schema)
-    query = exp.select(*c.select(schema, exprs)).from_(source)
-    if node.keys:
-        query = query.group_by(*(scope.ref(k) for k in node.keys))
-    return _Rel(query, schema)
+        columns[name] = _aggregate(agg, scope)
+    sel.group = [scope.ref(k) for k in node.keys]
+    sel.columns = columns
+    sel.schema = pa.schema(fields)
+    return sel
 
 
 @_compile.register
-def _(node: Sort, c: _Compiler) -> _Rel:
-    child = _compile(node.input, c)
+def _(node: Sort, c: _Compiler) -> _Select:
+    sel = _compile(node.input, c)
     if not node.keys:
-        return child
-    source, scope = c.source(child)
-    order = [
-        exp.Ordered(
-            this=scope.ref(k), desc=bool(node.descending[i]), nulls_first=node.null_first(i)
+        return sel
+    if sel.distinct or sel.limit is not None:
+        sel = c.wrap(sel)
+    scope = sel.scope()
+    order = []
+    for i, k in enumerate(node.keys):
+        key = scope.ref(k)
+        if _is_constant(key):  # (a bare number would mean a column position)
+            continue
+        order.append(
+            exp.Ordered(this=key, desc=bool(node.descending[i]), nulls_first=node.null_first(i))
         )
-        for i, k in enumerate(node.keys)
-    ]
-    return _Rel(exp.select("*").from_(source).order_by(*order), child.schema)
+    sel.order = order
+    return sel
 
 
 @_compile.register
-def _(node: Limit, c: _Compiler) -> _Rel:
-    child = _compile(node.input, c)
-    source, _ = c.source(child)
-    query = exp.select("*").from_(source).limit(node.n)
-    if node.offset:
-        query = query.offset(node.offset)
-    return _Rel(query, child.schema)
+def _(node: Limit, c: _Compiler) -> _Select:
+    sel = _compile(node.input, c)
+    if sel.limit is not None:
+        sel = c.wrap(sel)
+    sel.limit, sel.offset = node.n, node.offset
+    return sel
 
 
 @_compile.register
-def _(node: Distinct, c: _Compiler) -> _Rel:
-    child = _compile(node.input, c)
-    source, _ = c.source(child)
-    return _Rel(exp.select("*").from_(source).distinct(), child.schema)
+def _(node: Distinct, c: _Compiler) -> _Select:
+    sel = _compile(node.input, c)
+    if sel.order or sel.limit is not None:
+        sel = c.wrap(sel)
+    sel.distinct = True
+    return sel
 
 
 @_compile.register
-def _(node: Union, c: _Compiler) -> _Rel:
+def _(node: Union, c: _Compiler) -> _Select:
     parts = [_compile(p, c) for p in node.parts]
     first = parts[0].schema
     if len(parts) == 1:
@@ -894,9 +1051,14 @@ def _(node: Union, c: _Compiler) -> _Rel:
         types = [p.schema.field(i).type for p in parts]
         fields.append(pa.field(f.name, T.common_type(types, what=f"union column {f.name!r}")))
     schema = pa.schema(fields, metadata=first.metadata)
-    selects = []
+    names = sql_names(first.names)
+    query: exp.Query | None = None
     for part in parts:
-        source, _ = c.source(part)
-        selects.append(exp.select("*").from_(source))
-    query: exp.Query = exp.union(*selects, distinct=False)
-    return _Rel(query, schema)
+        if part.order or part.limit is not None:  # (clauses of one branch need a subquery)
+            part = c.wrap(part)
+        select = part.query(names)
+        query = (
+            select if query is None else exp.Union(this=query, expression=select, distinct=False)
+        )
+    assert query is not None
+    return c.from_item(exp.Subquery(this=query), first.names, names, schema)

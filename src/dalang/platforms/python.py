@@ -6,6 +6,7 @@ import gc
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import singledispatch
 from itertools import chain
 from typing import Any
@@ -18,7 +19,7 @@ import pyarrow.types as pat
 
 from dalang.errors import PlatformError, UdfError
 from dalang.plan import types as T
-from dalang.plan.exprs import Alias, Column, ExprNode, Literal, columns_used, output_name
+from dalang.plan.exprs import Alias, Call, Column, ExprNode, Literal, columns_used, output_name
 from dalang.plan.nodes import (
     Aggregate,
     Distinct,
@@ -217,6 +218,14 @@ def _(node: StageInput, run: _Run) -> pa.Table:
 
 @_execute.register
 def _(node: Filter, run: _Run) -> pa.Table:
+    join = node.input
+    if isinstance(join, Join) and join.how in {"inner", "cross"}:
+        # a filter over an inner join is its condition: pairs are checked as they are found,
+        # and equalities in the predicate become hash keys instead of a cross product
+        condition = node.predicate
+        if join.condition is not None:
+            condition = Call("and", (join.condition, condition))
+        return _execute(replace(join, condition=condition), run)
     table = run.eval(node.input)
     return table.filter(to_arrow_expr(node.predicate, table.schema))
 
@@ -394,10 +403,12 @@ def _indices(n: int) -> pa.Array:
     return pa.array(np.arange(n, dtype=np.int64))
 
 
-def _key_tables(node: Join, left: pa.Table, right: pa.Table) -> tuple[pa.Table, pa.Table] | None:
+def _key_tables(
+    left_on: tuple[str, ...], right_on: tuple[str, ...], left: pa.Table, right: pa.Table
+) -> tuple[pa.Table, pa.Table] | None:
     """Both join keys in one type, with row numbers ``__i``/``__j``; None: nothing matches."""
     lcols, rcols = [], []
-    for lk, rk in zip(node.left_on, node.right_on, strict=True):
+    for lk, rk in zip(left_on, right_on, strict=True):
         lc, rc = left.column(lk), right.column(rk)
         if pat.is_null(lc.type) or pat.is_null(rc.type):
             return None  # a key that is null everywhere matches nothing
@@ -412,27 +423,87 @@ def _key_tables(node: Join, left: pa.Table, right: pa.Table) -> tuple[pa.Table, 
     return lt, rt
 
 
+#: Pairs of rows a keyless join builds at once: bounds memory, whatever the input sizes.
+_PAIRS_PER_BLOCK = 1 << 22
+
+
 def _matching_pairs(node: Join, left: pa.Table, right: pa.Table) -> tuple[pa.Array, pa.Array]:
     """Row numbers (left, right) of every pair with equal, non-null keys and a true condition."""
-    if node.left_on:
-        tables = _key_tables(node, left, right)
-        if tables is None:
-            li, ri = pa.array([], pa.int64()), pa.array([], pa.int64())
-        else:
-            keys = [f"k{i}" for i in range(len(node.left_on))]
-            pairs = tables[0].join(tables[1], keys=keys, join_type="inner", use_threads=True)
-            li = pairs.column("__i").combine_chunks()
-            ri = pairs.column("__j").combine_chunks()
-    else:
+    left_on, right_on = node.left_on, node.right_on
+    if not left_on and node.condition is not None:
+        # equalities every match must satisfy serve as hash keys; the condition is still checked
+        implied = _implied_keys(
+            node.condition, join_output_fields_all(node, left.schema, right.schema)
+        )
+        left_on = tuple(lk for lk, _ in implied)
+        right_on = tuple(rk for _, rk in implied)
+    if not left_on:
+        # every pair is a candidate: go through them a block of left rows at a time
         nl, nr = left.num_rows, right.num_rows
-        li = pa.array(np.repeat(np.arange(nl, dtype=np.int64), nr))
-        ri = pa.array(np.tile(np.arange(nr, dtype=np.int64), nl))
-    if node.condition is not None and len(li):
-        joined = _assemble(join_output_fields_all(node, left.schema, right.schema), node,
-                           left, right, li, ri)  # fmt: skip
-        keep = pc.fill_null(_evaluate(node.condition, joined), False)
-        li, ri = li.filter(keep), ri.filter(keep)
-    return li, ri
+        step = max(1, _PAIRS_PER_BLOCK // max(nr, 1))
+        found = [
+            _check_condition(
+                node,
+                left,
+                right,
+                pa.array(np.repeat(np.arange(start, min(start + step, nl), dtype=np.int64), nr)),
+                pa.array(np.tile(np.arange(nr, dtype=np.int64), min(step, nl - start))),
+            )
+            for start in range(0, nl, step)
+        ]
+        if not found:
+            return pa.array([], pa.int64()), pa.array([], pa.int64())
+        return (
+            pa.concat_arrays([li for li, _ in found]),
+            pa.concat_arrays([ri for _, ri in found]),
+        )
+    tables = _key_tables(left_on, right_on, left, right)
+    if tables is None:
+        return pa.array([], pa.int64()), pa.array([], pa.int64())
+    keys = [f"k{i}" for i in range(len(left_on))]
+    pairs = tables[0].join(tables[1], keys=keys, join_type="inner", use_threads=True)
+    li = pairs.column("__i").combine_chunks()
+    ri = pairs.column("__j").combine_chunks()
+    return _check_condition(node, left, right, li, ri)
+
+
+def _implied_keys(
+    condition: ExprNode, fields: list[tuple[pa.Field, tuple[str, str]]]
+) -> list[tuple[str, str]]:
+    """(left column, right column) pairs the condition requires to be equal (and not null).
+
+    ``a = b AND ...`` requires ``a = b``; an OR requires what all of its branches do.
+    """
+    origin = {f.name: source for f, source in fields}
+
+    def required(e: ExprNode) -> set[tuple[str, str]]:
+        if isinstance(e, Call) and e.op == "and":
+            return required(e.args[0]) | required(e.args[1])
+        if isinstance(e, Call) and e.op == "or":
+            return required(e.args[0]) & required(e.args[1])
+        if isinstance(e, Call) and e.op == "eq":
+            a, b = (_unalias(x) for x in e.args)
+            if isinstance(a, Column) and isinstance(b, Column):
+                sa, sb = origin.get(a.name), origin.get(b.name)
+                if sa and sb and sa[0] == "left" and sb[0] == "right":
+                    return {(sa[1], sb[1])}
+                if sa and sb and sa[0] == "right" and sb[0] == "left":
+                    return {(sb[1], sa[1])}
+        return set()
+
+    return sorted(required(condition))
+
+
+def _check_condition(
+    node: Join, left: pa.Table, right: pa.Table, li: pa.Array, ri: pa.Array
+) -> tuple[pa.Array, pa.Array]:
+    """The pairs for which the join's extra condition is true (all of them without one)."""
+    if node.condition is None or not len(li):
+        return li, ri
+    fields = join_output_fields_all(node, left.schema, right.schema)
+    joined = _assemble(fields, node, left, right, li, ri)
+    keep = pc.fill_null(_evaluate(node.condition, joined), False)
+    return li.filter(keep), ri.filter(keep)
 
 
 def _evaluate(expr: ExprNode, table: pa.Table) -> pa.Array:
@@ -474,7 +545,7 @@ def _(node: Join, run: _Run) -> pa.Table:
     how = node.how
     if how in {"semi", "anti"}:
         if node.condition is None and node.left_on:
-            tables = _key_tables(node, left, right)
+            tables = _key_tables(node.left_on, node.right_on, left, right)
             if tables is None:
                 matched = pa.array([], pa.int64())
             else:

@@ -15,7 +15,6 @@ import dalang as dl
 from dalang.executor import split_stages, stages_in_order
 from dalang.optimizer.history import History
 
-
 #: Enough rows that moving relational work off python pays for itself.
 N = 200_000
 

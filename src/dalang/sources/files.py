@@ -133,9 +133,7 @@ class ParquetSource(_FileSource):
             )
         return self._read_views(columns, predicate)
 
-    def _read_views(
-        self, columns: tuple[str, ...] | None, predicate: ExprNode | None
-    ) -> pa.Table:
+    def _read_views(self, columns: tuple[str, ...] | None, predicate: ExprNode | None) -> pa.Table:
         """Read files with string_view columns, which Arrow's scanner cannot filter.
 
         Row groups are still pruned by their statistics; rows are filtered after the
@@ -145,7 +143,7 @@ class ParquetSource(_FileSource):
         if columns is not None:
             extra = columns_used(predicate) - set(columns) if predicate is not None else set()
             needed = list(columns) + sorted(extra)
-        pieces = []
+        pieces: list[pa.Table] = []
         prune = _arrow_filter(self._physical(predicate))
         for fragment in self._dataset.get_fragments():
             groups = fragment.split_by_row_group(prune) if prune is not None else [fragment]

@@ -215,3 +215,16 @@ def test_union_of_limited_and_filtered_parts(duck: DuckDBPlatform) -> None:
     first = Limit(Sort(scan(A), ("x",), (False,)), 1)
     node = Union((first, Filter(scan(A), call("gt", col("x"), lit(30)))))
     assert unordered(rows(duck, node)) == [(1, 10), (None, 40)]
+
+
+def test_inner_join_with_a_right_join_on_its_right_wraps(duck: DuckDBPlatform) -> None:
+    # flat, the right join would null-extend C's rows too and lose B's unmatched row
+    more = pa.table({"y": [100, 300, 400], "z": ["p", "q", "r"]})
+    right = Join(scan(A), scan(B), "right", ("k",), ("k",))
+    node = Join(scan(more), right, "inner", ("y",), ("y",))
+    assert selects(duck, node) == 2
+    assert unordered(rows(duck, node)) == [
+        (100, "p", 1, 10),
+        (300, "q", 2, 20),
+        (400, "r", 5, None),
+    ]

@@ -38,9 +38,9 @@ from _common import (
     fmt_seconds,
     geomean,
     machine_info,
-    measure,
     median,
     same_rows,
+    timed,
     write_json,
 )
 from rich.console import Console
@@ -236,32 +236,37 @@ def main(argv: list[str] | None = None) -> int:
             per_system: dict[str, dict[str, Any]] = {}
             # warm up the OS page cache and check the answer against DuckDB's
             reference_rows = rows_of(runners[REFERENCE](nr))
+            live: list[str] = []
             for system in systems:
-                console.print(f"Q{nr} {system} ...", end=" ")
-                try:
-                    runs, out = measure(
-                        lambda s=system, n=nr: runners[s](n),
-                        repeat=args.repeat,
-                        max_seconds=args.max_seconds,
-                    )
+                try:  # one untimed run per system: warm-up and correctness check
+                    out = runners[system](nr)
                 except Exception as exc:  # a failing system is a finding, not a crash
-                    console.print(f"[red]error[/red]: {type(exc).__name__}: {exc}")
+                    console.print(f"Q{nr} {system}: [red]error[/red]: {type(exc).__name__}: {exc}")
                     per_system[system] = {"error": f"{type(exc).__name__}: {exc}"}
                     continue
                 mismatch = same_rows(rows_of(out), reference_rows)
                 per_system[system] = {
-                    "median_s": median(runs),
-                    "runs_s": runs,
+                    "runs_s": [],
                     "rows": len(reference_rows),
                     "correct": mismatch is None,
                     **({"mismatch": mismatch} if mismatch else {}),
                 }
                 if system in contexts:
                     per_system[system]["platforms_used"] = platforms_used(contexts[system])
-                console.print(
-                    fmt_seconds(median(runs))
-                    + ("" if mismatch is None else f" [red]WRONG: {mismatch}[/red]")
-                )
+                live.append(system)
+            # systems take turns, so a noisy moment hits all of them alike
+            for _ in range(args.repeat):
+                for system in live:
+                    runs = per_system[system]["runs_s"]
+                    if runs and runs[-1] > args.max_seconds:
+                        continue
+                    seconds, _out = timed(lambda s=system, n=nr: runners[s](n))
+                    runs.append(seconds)
+            for system in live:
+                entry = per_system[system]
+                entry["median_s"] = median(entry["runs_s"])
+                flag = "" if entry["correct"] else f" [red]WRONG: {entry['mismatch']}[/red]"
+                console.print(f"Q{nr} {system}: {fmt_seconds(entry['median_s'])}{flag}")
             base = per_system[REFERENCE]["median_s"]
             for entry in per_system.values():
                 if "median_s" in entry:

@@ -1169,3 +1169,30 @@ def test_filter_over_cross_join_becomes_a_hash_join() -> None:
         {"a": i, "s": i % 7, "b": i, "t": i % 5} for i in range(n) if i % 7 < 3 or i % 5 == 0
     ]
     assert canon(rows(node)) == canon(expected)
+
+
+def test_reduce_by_key_over_many_duplicates_equals_a_plain_fold() -> None:
+    """Large inputs with repeats take the count-first path; results must not change."""
+    import random
+
+    rng = random.Random(3)
+    vocab = [f"Word{i}" for i in range(300)] + ["ÜBER", "über", "ß"]
+    lines = [" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 12))) for _ in range(4000)]
+    table = pa.table({"value": pa.array(lines)}, schema=values_schema(pa.string()))
+    plan = ReduceByKey(
+        MapRows(
+            FlatMapRows(Scan(ArrowSource(table)), Udf(str.split)),
+            Udf(lambda w: (w.lower(), 1, len(w))),
+        ),
+        Udf(lambda kv: kv[0]),
+        Udf(lambda a, b: (a[0], a[1] + b[1], max(a[2], b[2]))),
+    )
+    got = {w: (n, longest) for w, n, longest in table_to_rows(PythonPlatform().run(plan, {}))}
+    counts: collections.Counter[str] = collections.Counter()
+    widest: dict[str, int] = {}
+    for line in lines:
+        for w in line.split():
+            counts[w.lower()] += 1
+            widest[w.lower()] = max(widest.get(w.lower(), 0), len(w))
+    assert sum(counts.values()) > 10_000
+    assert got == {k: (c, widest[k]) for k, c in counts.items()}

@@ -757,17 +757,87 @@ def _fold(
     return out
 
 
+#: Below this many rows, counting duplicates first does not pay for itself.
+_DEDUP_MIN_ROWS = 10_000
+#: Count duplicates first only when there are at most this many distinct rows per row.
+_DEDUP_MAX_DISTINCT = 0.5
+
+
+def _power(reduce: Callable[[Any, Any], Any], value: Any, times: int) -> Any:
+    """``value`` folded with itself ``times`` times, in O(log times) calls (reduce associates)."""
+    result = _MISSING
+    base = value
+    while times:
+        if times & 1:
+            result = base if result is _MISSING else reduce(result, base)
+        times >>= 1
+        if times:
+            base = reduce(base, base)
+    return result
+
+
+def _fold_counted(
+    calls: _Pass,
+    steps: tuple[UdfStep, ...],
+    counted: Iterable[tuple[Any, int]],
+    key: Callable[[Any], Any],
+    reduce: Callable[[Any, Any], Any],
+) -> dict[Any, Any]:
+    """Like :func:`_fold` over rows given once with their number of occurrences.
+
+    Row functions are deterministic and the reduce is associative and commutative
+    (what reduce_by_key asks of them, as Spark's reduceByKey does), so each
+    distinct row goes through the functions once and its copies are folded by
+    repeated doubling.
+    """
+    out: dict[Any, Any] = {}
+    get = out.get
+    missing = _MISSING
+    for row, count in counted:
+        for produced in calls.stream(steps, (row,)):
+            k = key(produced)
+            try:
+                acc = get(k, missing)
+            except TypeError as e:
+                raise _Unhashable() from e
+            folded = _power(reduce, produced, count)
+            out[k] = folded if acc is missing else reduce(acc, folded)
+    return out
+
+
+def _distinct_counts(table: pa.Table) -> list[tuple[Any, int]] | None:
+    """(value, occurrences) of a values table with many duplicates; None when not worth it."""
+    if table.num_rows < _DEDUP_MIN_ROWS or not is_values(table.schema):
+        return None
+    column = table.column(0)
+    t = column.type
+    if not (pat.is_string(t) or pat.is_large_string(t) or pat.is_integer(t) or pat.is_boolean(t)):
+        return None
+    counts = pc.value_counts(column)
+    if len(counts) > _DEDUP_MAX_DISTINCT * table.num_rows:
+        return None
+    values = counts.field("values").to_pylist()
+    return list(zip(values, counts.field("counts").to_pylist(), strict=True))
+
+
 @_execute.register
 def _(node: ReduceByKey, run: _Run) -> pa.Table:
     # row functions feeding the reduce run in the same pass: their rows are never stored
     steps, source = _row_functions(node.input)
     table = run.eval(source)
+    if steps and steps[0].kind == "flat_map" and steps[0].fn.fn is str.split:
+        words = _split_words(table)
+        if words is not None:
+            table, steps = words, steps[1:]
     calls = _Pass([*_named(steps), ("reduce_by_key", node.key), ("reduce_by_key", node.reduce)])
     *_, key, reduce = calls.fns
     with _gc_paused():
-        rows = table_to_rows(table)
+        counted = _distinct_counts(table)
         try:
-            groups = _fold(calls.stream(steps, rows), key, reduce)
+            if counted is not None:
+                groups = _fold_counted(calls, steps, counted, key, reduce)
+            else:
+                groups = _fold(calls.stream(steps, table_to_rows(table)), key, reduce)
         except _Unhashable as e:
             cause = e.__cause__
             assert isinstance(cause, TypeError)

@@ -70,9 +70,9 @@ def test_explain_shows_platforms_estimates_and_moves(files: tuple[str, str]) -> 
     q = orders.join(customers, left_on="o_cust", right_on="c_id").map(lambda r: r)
     text = q.explain()
     assert "MapRows" in text and "[python]" in text and "est_rows=" in text and "cost=" in text
-    assert "<arrow " in text and "-> python>" in text
+    assert "<arrow " in text and "-> python" in text
     analyzed = q.explain(analyze=True)
-    assert f"rows={N}" in analyzed and "time=" in analyzed
+    assert f"/ actual {N}" in analyzed and "time: est" in analyzed
 
 
 def test_forcing_one_platform_places_everything_there(files: tuple[str, str]) -> None:

@@ -38,6 +38,127 @@ def history(limit: int = typer.Option(10, help="How many runs to show.")) -> Non
 
 
 @app.command()
+def calibrate(
+    show: bool = typer.Option(False, "--show", help="Print the stored constants; run nothing."),
+    platforms: str = typer.Option(
+        "python,polars,duckdb", help="Comma-separated platforms to measure."
+    ),
+    budget: float = typer.Option(60.0, help="Seconds the micro-benchmarks may take."),
+) -> None:
+    """Measure each platform's operator costs on this machine and store them for every Context."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dalang.optimizer.cost import cached_profile, profile_path, save_profile
+    from dalang.platforms.registry import create_platform
+
+    console = Console()
+    path = profile_path()
+    if not show:
+        from dalang.optimizer.calibration import calibrate as run_calibration
+
+        chosen = [create_platform(n.strip()) for n in platforms.split(",") if n.strip()]
+        with console.status("calibrating ...") as status:
+            result = run_calibration(chosen, budget_s=budget, progress=status.update)
+        save_profile(result.profiles, path, meta={"seconds": round(result.seconds, 2)})
+        console.print(f"measured in {result.seconds:.1f}s; stored in {path}")
+    profiles = cached_profile(path)
+    if not profiles:
+        console.print(f"no calibration stored in {path}: run `dalang calibrate`")
+        raise typer.Exit(1)
+    table = Table(title=f"cost constants ({path})")
+    for name in ("platform", "operator", "start-up", "per row", "per byte", "1M rows x 16 B"):
+        table.add_column(name, justify="left" if name in {"platform", "operator"} else "right")
+    for name, profile in sorted(profiles.items()):
+        table.add_row(name, "(stage)", f"{profile.startup_s * 1e3:.3f} ms", "", "", "")
+        for kind, (fixed, per_row, per_byte) in sorted(profile.ops.items()):
+            at_million = fixed + per_row * 1e6 + per_byte * 16e6
+            table.add_row(
+                "",
+                kind,
+                f"{fixed * 1e3:.3f} ms",
+                f"{per_row * 1e9:.2f} ns",
+                f"{per_byte * 1e9:.3f} ns",
+                f"{at_million * 1e3:.1f} ms",
+            )
+    console.print(table)
+
+
+site_app = typer.Typer(help="Run a site agent and read its audit log.", no_args_is_help=True)
+app.add_typer(site_app, name="site")
+
+
+@site_app.command("serve")
+def site_serve(
+    config: str = typer.Option(..., "--config", help="The site's TOML configuration."),
+) -> None:
+    """Serve the site's datasets over Arrow Flight until SIGTERM or Ctrl-C.
+
+    Prints one line, ``DALANG_SITE_READY <location>``, once it listens.
+    """
+    from dalang.errors import DalangError
+    from dalang.federation.site import serve
+
+    try:
+        serve(config)
+    except DalangError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+@site_app.command("audit")
+def site_audit(
+    config: str = typer.Option(..., "--config", help="The site's TOML configuration."),
+    verify: bool = typer.Option(False, "--verify", help="Check the hash chain of the log."),
+    tail: int = typer.Option(20, help="How many of the latest entries to show."),
+) -> None:
+    """Show the site's audit log; with --verify, check that no line was changed or removed."""
+    import json
+
+    from dalang.errors import DalangError
+    from dalang.federation.audit import AuditLog
+    from dalang.federation.config import load_config
+
+    try:
+        cfg = load_config(config)
+    except DalangError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    log = AuditLog(cfg.audit_log)
+    if verify:
+        result = log.verify()
+        if result.ok:
+            typer.echo(f"ok: {result.entries} entries, chain intact ({cfg.audit_log})")
+            return
+        where = f" at line {result.line}" if result.line is not None else ""
+        typer.echo(f"TAMPERED{where}: {result.problem} ({cfg.audit_log})", err=True)
+        raise typer.Exit(1)
+    for entry in list(log.entries())[-tail:]:
+        typer.echo(json.dumps(entry, sort_keys=True))
+
+
+_CERT_SITES = typer.Option(..., "--site", help="A site name (repeat for several).")
+_CERT_HOSTS = typer.Option(
+    ["127.0.0.1", "localhost"], "--host", help="Names the certificates are valid for."
+)
+
+
+@app.command()
+def certs(
+    out: str = typer.Option(..., "--out", help="Directory for ca.pem/ca.key and site files."),
+    site: list[str] = _CERT_SITES,
+    host: list[str] = _CERT_HOSTS,
+) -> None:
+    """Create a development CA and one TLS certificate per site."""
+    from dalang.federation.certs import dev_certificates
+
+    ca, files = dev_certificates(out, site, hosts=host)
+    typer.echo(f"CA: {ca.cert} (key {ca.key})")
+    for name, f in files.items():
+        typer.echo(f"{name}: {f.cert} (key {f.key})")
+
+
+@app.command()
 def version() -> None:
     """Print the dalang version."""
     import dalang

@@ -5,17 +5,18 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
 from dalang.dataset import Dataset
 from dalang.errors import DalangError, PlanError, SourceNotFound, TypeMismatch
 from dalang.executor import Executor
-from dalang.optimizer.cost import CostModel
+from dalang.optimizer.cost import CostModel, apply_calibration
 from dalang.optimizer.history import History, OperatorRecord
-from dalang.optimizer.placement import PlacedPlan, place
+from dalang.optimizer.learning import Learner
+from dalang.optimizer.placement import Objective, PlacedPlan, place
 from dalang.optimizer.rules import RULES, Rule, optimize
 from dalang.plan.nodes import Node, Scan, walk_plan
 from dalang.platforms.base import Platform
@@ -25,6 +26,16 @@ from dalang.sources.memory import ArrowSource
 
 if TYPE_CHECKING:
     import pandas as pd
+    from pyspark.sql import SparkSession
+
+
+class FederationHooks(Protocol):
+    """What a Context asks of a federation (``dl.Federation``) when a plan reads sites."""
+
+    def rewrite(self, node: Node) -> Node: ...
+    def platforms_for(self, node: Node) -> list[Platform]: ...
+    def check(self, placed: PlacedPlan) -> None: ...
+    def prepare(self, placed: PlacedPlan) -> None: ...
 
 
 class Context:
@@ -40,6 +51,17 @@ class Context:
         directory, or ``$DALANG_HOME``); a path stores it there instead.
     progress
         Show a progress bar for jobs that run longer than a second.
+    spark
+        The Spark the spark platform runs on: a ``SparkSession``, or a master URL
+        (``"local[2]"``, ``"spark://host:7077"``). Without it a local session is
+        started the first time the spark platform runs something. Giving it adds
+        spark to the default platforms.
+    objective
+        What placement minimises: ``"time"`` (estimated seconds, the default) or
+        ``"money"``: ``prices`` per platform-second summed over the plan (platforms
+        without a price are not used), under
+        ``deadline`` (estimated seconds) when given. When no plan meets the
+        deadline the fastest one runs, and ``explain()`` says so.
 
     Examples
     --------
@@ -56,11 +78,27 @@ class Context:
         history: bool | str | os.PathLike[str] = True,
         progress: bool = True,
         rules: Sequence[Rule] = RULES,
+        spark: SparkSession | str | None = None,
+        objective: str = "time",
+        prices: Mapping[str, float] | None = None,
+        deadline: float | None = None,
     ) -> None:
         names = list(platforms) if platforms is not None else list(DEFAULT_PLATFORMS)
         if not names:
             raise PlanError("a Context needs at least one platform")
-        self._platforms: dict[str, Platform] = {n: create_platform(n) for n in names}
+        if spark is not None and "spark" not in names:
+            if platforms is not None:
+                raise PlanError(f"spark= was given but 'spark' is not in platforms={names}")
+            names.append("spark")
+        options: dict[str, dict[str, Any]] = {} if spark is None else {"spark": {"session": spark}}
+        # "database" is no platform of its own: it allows the databases a plan reads, which
+        # are always allowed (one platform per database, made when a plan first reads it)
+        self._platforms: dict[str, Platform] = {
+            n: create_platform(n, **options.get(n, {})) for n in names if n != "database"
+        }
+        self._databases: dict[str, Platform] = {}
+        apply_calibration(self._platforms.values())
+        self._objective = _objective(objective, prices, deadline, self._platforms)
         self._rules = tuple(rules)
         self._cost_model = CostModel()
         self._executor = Executor(progress=progress)
@@ -71,7 +109,10 @@ class Context:
                 self._history = History(path)  # type: ignore[arg-type]
             except OSError:
                 self._history = None  # a read-only home must not stop queries
+        self._learner = Learner(self._history)
         self.last_placed: PlacedPlan | None = None
+        #: The federation whose site datasets plans may read (set by ``dl.Federation``).
+        self.federation: FederationHooks | None = None
 
     @property
     def platforms(self) -> list[str]:
@@ -82,7 +123,7 @@ class Context:
         return self._history
 
     def close(self) -> None:
-        for p in self._platforms.values():
+        for p in [*self._platforms.values(), *self._databases.values()]:
             p.close()
 
     def __enter__(self) -> Context:
@@ -119,6 +160,30 @@ class Context:
     def read_text(self, path: str | os.PathLike[str]) -> Dataset:
         """A text file as plain values: one string per line."""
         return self._scan(TextSource(_existing(path)))
+
+    def read_table(self, uri: str, table: str) -> Dataset:
+        """A table of a database: ``sqlite:///path.db``, ``postgresql://user@host:5432/db``,
+        ``mysql://user@host:3306/db``. Work on it runs inside the database where it can.
+
+        Examples
+        --------
+        >>> orders = ctx.read_table("postgresql://root@127.0.0.1:5432/test", "orders")
+        >>> orders.filter(dl.col("o_totalprice") > 1000).group_by("o_custkey").agg(
+        ...     n=dl.col("o_orderkey").count()).explain()    # one SQL query in PostgreSQL
+        """
+        from dalang.sources.database import TableSource
+
+        source = TableSource(uri, table=table)
+        source.schema  # noqa: B018 - a missing table or a refused login fails here
+        return self._scan(source)
+
+    def read_sql(self, query: str, uri: str) -> Dataset:
+        """The result of a SQL query run in a database (``uri`` as for :meth:`read_table`)."""
+        from dalang.sources.database import QuerySource
+
+        source = QuerySource(uri, query=query)
+        source.schema  # noqa: B018
+        return self._scan(source)
 
     def from_arrow(self, table: pa.Table | pa.RecordBatch, *, name: str | None = None) -> Dataset:
         if isinstance(table, pa.RecordBatch):
@@ -157,7 +222,34 @@ class Context:
     def plan(self, node: Node) -> PlacedPlan:
         """Optimise and place a plan without running it."""
         optimized = optimize(node, self._rules)
-        return place(optimized, list(self._platforms.values()), cost_model=self._cost_model)
+        fed = self.federation
+        if fed is not None:
+            optimized = fed.rewrite(optimized)
+        platforms = [*self._platforms.values(), *self._database_platforms(optimized)]
+        if self._objective.kind == "money":  # a platform without a price is not for hire
+            platforms = [p for p in platforms if p.name in self._objective.prices]
+        if fed is not None:
+            platforms += fed.platforms_for(optimized)
+        placed = place(
+            optimized,
+            platforms,
+            cost_model=self._cost_model,
+            correct=self._learner.corrector(),
+            objective=self._objective,
+        )
+        if fed is not None:
+            fed.check(placed)
+        return placed
+
+    def _database_platforms(self, node: Node) -> list[Platform]:
+        """A platform for every database ``node`` reads (made once per database)."""
+        from dalang.platforms.database import DatabasePlatform, database_platforms
+
+        for uri in database_platforms(node, self._databases):
+            platform = DatabasePlatform(uri)
+            self._databases[platform.uri.key] = platform
+        homes = {getattr(n.source, "home", None) for n in walk_plan(node) if isinstance(n, Scan)}
+        return [p for key, p in self._databases.items() if key in homes]
 
     def execute(self, node: Node) -> pa.Table:
         """Optimise, place and run a plan; returns Arrow."""
@@ -166,6 +258,8 @@ class Context:
 
     def execute_batches(self, node: Node) -> Iterator[pa.RecordBatch]:
         placed = self.plan(node)
+        if self.federation is not None:
+            self.federation.prepare(placed)
         yield from self._executor.run_batches(placed)
 
     def explain(self, node: Node, *, analyze: bool = False) -> str:
@@ -182,6 +276,8 @@ class Context:
         status = "error"
         table: pa.Table | None = None
         try:
+            if self.federation is not None:
+                self.federation.prepare(placed)
             table = self._executor.run(placed)
             status = "ok"
             return table
@@ -212,9 +308,10 @@ class Context:
                 )
             )
         plan_text = "\n".join(describe(n) for n in walk_plan(placed.root))
+        run_id = None
         with contextlib.suppress(OSError, DalangError):
             # the history is best effort; a full disk must not fail the query
-            self._history.record(
+            run_id = self._history.record(
                 plan=plan_text,
                 platforms={placed.platform_of(n).name for n in walk_plan(placed.root)},
                 seconds=seconds,
@@ -222,6 +319,26 @@ class Context:
                 status=status,
                 operators=ops,
             )
+        if status == "ok":
+            self._learner.observe(placed, run_id, self._platforms, self._cost_model)
+
+
+def _objective(
+    kind: str,
+    prices: Mapping[str, float] | None,
+    deadline: float | None,
+    platforms: Mapping[str, Platform],
+) -> Objective:
+    if kind == "money":
+        if not any(n in (prices or {}) for n in platforms):
+            raise PlanError(
+                "objective='money' needs prices= per platform-second, e.g. "
+                f"prices={{{next(iter(platforms))!r}: 0.0001}}; platforms without a price "
+                "are not used"
+            )
+    elif prices or deadline is not None:
+        raise PlanError(f"prices= and deadline= apply to objective='money', not {kind!r}")
+    return Objective(kind, dict(prices or {}), deadline)
 
 
 def _existing(path: str | os.PathLike[str]) -> str:

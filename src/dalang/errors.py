@@ -11,12 +11,23 @@
     │   └── SqlSyntaxError             SQL that does not parse (carries line/column)
     ├── SourceError                    a reader that cannot read its input
     │   ├── SourceNotFound (FileNotFoundError)
-    │   └── MalformedInput (ValueError)   a row that does not parse (carries the line)
+    │   ├── MalformedInput (ValueError)   a row that does not parse (carries the line)
+    │   └── DatabaseError              a database that fails (carries the masked uri, table)
+    │       ├── TableNotFound (LookupError)        no such table (lists the tables there)
+    │       ├── DatabaseAuthError (PermissionError)  wrong password or unknown user
+    │       └── DatabaseUnreachable (ConnectionError)  no server answers at that address
     ├── ExecutionError                 a failure while a plan runs
     │   ├── UdfError                   a user function raised (carries the operator)
     │   └── PlatformError              a platform failed on a fragment
     ├── OptimizerError                 no platform can run some operator
-    └── PlatformUnavailable (ImportError)  an optional engine that is not installed
+    ├── PlatformUnavailable (ImportError)  an optional engine that is not installed
+    └── FederationError                a site refused or failed (carries site, retryable)
+        ├── SiteUnavailable            a site that is down or timed out
+        ├── AuthenticationFailed       a missing or wrong token (or certificate)
+        ├── PolicyViolation            a fragment a site's policy forbids (dataset, policy)
+        │   └── BudgetExhausted        a differential privacy budget that is spent
+        ├── ReplayRefused              a nonce seen before, or a clock too far off
+        └── InvalidPlan (ValueError)   a request or plan a site cannot decode
 """
 
 from __future__ import annotations
@@ -96,6 +107,39 @@ class MalformedInput(SourceError, ValueError):
         super().__init__(f"{where}: {message}")
 
 
+class DatabaseError(SourceError):
+    """A database that cannot be read; ``uri`` has its password masked."""
+
+    def __init__(self, message: str, *, uri: str, table: str | None = None) -> None:
+        self.uri = uri
+        self.table = table
+        where = f"{uri}, table {table!r}" if table else uri
+        super().__init__(f"{where}: {message}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class TableNotFound(DatabaseError, LookupError):
+    """A table that does not exist in the database; ``known`` lists those that do."""
+
+    def __init__(self, table: str, *, uri: str, known: Iterable[str] = ()) -> None:
+        self.known = tuple(known)
+        close = difflib.get_close_matches(table, self.known, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        shown = ", ".join(self.known[:20]) + (", ..." if len(self.known) > 20 else "")
+        listing = f" (tables: {shown})" if self.known else ""
+        super().__init__(f"no such table{hint}{listing}", uri=uri, table=table)
+
+
+class DatabaseAuthError(DatabaseError, PermissionError):
+    """A login the database refuses: a wrong password or an unknown user."""
+
+
+class DatabaseUnreachable(DatabaseError, ConnectionError):
+    """No database server answers at the URI's host and port."""
+
+
 class ExecutionError(DalangError):
     """A failure while a plan runs."""
 
@@ -130,3 +174,53 @@ class PlatformUnavailable(DalangError, ImportError):
     def __init__(self, platform: str, extra: str) -> None:
         self.platform = platform
         super().__init__(f"the {platform} platform needs: pip install 'dalang[{extra}]'")
+
+
+class FederationError(DalangError):
+    """A site refused or failed a request; carries ``site`` and ``retryable``."""
+
+    def __init__(self, message: str, *, site: str | None = None, retryable: bool = False) -> None:
+        self.site = site
+        self.retryable = retryable
+        self.message = message
+        super().__init__(f"[{site}] {message}" if site else message)
+
+
+class SiteUnavailable(FederationError):
+    """A site that is down, unreachable or timed out."""
+
+    def __init__(self, message: str, *, site: str | None = None, retryable: bool = True) -> None:
+        super().__init__(message, site=site, retryable=retryable)
+
+
+class AuthenticationFailed(FederationError):
+    """A missing or wrong bearer token (or client certificate)."""
+
+
+class PolicyViolation(FederationError):
+    """A fragment that the policy of ``dataset`` (``policy``: its egress) does not allow."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        site: str | None = None,
+        dataset: str | None = None,
+        policy: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        self.dataset = dataset
+        self.policy = policy
+        super().__init__(message, site=site, retryable=retryable)
+
+
+class BudgetExhausted(PolicyViolation):
+    """A query whose privacy cost would exceed the dataset's remaining epsilon budget."""
+
+
+class ReplayRefused(FederationError):
+    """A request whose nonce was seen before, or whose time is too far from the site's clock."""
+
+
+class InvalidPlan(FederationError, ValueError):
+    """A ticket, action body or plan that a site cannot decode or run."""

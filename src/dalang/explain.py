@@ -15,6 +15,13 @@ def _rows(n: float) -> str:
     return f"{n:.0f}"
 
 
+def _bytes(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}B"
+
+
 def _secs(s: float) -> str:
     return f"{s * 1e3:.1f}ms" if s < 1 else f"{s:.2f}s"
 
@@ -22,28 +29,47 @@ def _secs(s: float) -> str:
 def render(placed: PlacedPlan, *, analyze: bool = False) -> str:
     """The operator tree, one line per operator, inputs indented below their consumer."""
     lines: list[str] = []
-    header = f"placed plan  (estimated cost {_secs(placed.total_cost)})"
-    lines.append(header)
+    header = f"placed plan  (estimated cost {_secs(placed.total_cost)}"
+    objective = placed.objective
+    if objective.kind == "money":
+        header += f"; objective money: estimated price {placed.money:.6g}"
+        if objective.deadline is not None:
+            header += f" within a deadline of {_secs(objective.deadline)}"
+    lines.append(header + ")")
+    if placed.note:
+        lines.append(f"note: {placed.note}")
+    sql_of = _fragment_sql(placed)
 
     def visit(node: Node, prefix: str, last: bool, top: bool) -> None:
         est = placed.estimates[id(node)]
         platform = placed.platform_of(node).name
-        info = f"[{platform}] est_rows={_rows(est.rows)} cost={_secs(placed.op_cost[id(node)])}"
+        cost = _secs(placed.op_cost[id(node)])
         if analyze:
+            # estimate and measurement side by side; operators fused inside a stage have
+            # no rows or time of their own (the stage's last operator carries the stage's)
             actual = placed.actual.get(id(node))
-            info += (
-                f" | rows={actual[0]} time={_secs(actual[1])}" if actual else " | (inside stage)"
+            got_rows, got_time = (str(actual[0]), _secs(actual[1])) if actual else ("-", "-")
+            info = (
+                f"[{platform}] rows: est {_rows(est.rows)} / actual {got_rows}"
+                f"   time: est {cost} / actual {got_time}"
             )
+            if actual is None:
+                info += "  (inside its stage)"
+        else:
+            info = f"[{platform}] est_rows={_rows(est.rows)} cost={cost}"
         branch = "" if top else ("└─ " if last else "├─ ")
         lines.append(f"{prefix}{branch}{describe(node)}  {info}")
         children = node.inputs
         child_prefix = prefix if top else prefix + ("   " if last else "│  ")
+        if id(node) in sql_of:  # a fragment that runs as one query inside a database
+            lines.append(f"{child_prefix}{'│' if children else ' '}  sql: {sql_of[id(node)]}")
         for i, child in enumerate(children):
             moved = placed.platform_of(child) is not placed.platform_of(node)
             if moved:
                 lines.append(
                     f"{child_prefix}{'└─ ' if i == len(children) - 1 else '├─ '}"
-                    f"<arrow {placed.platform_of(child).name} -> {platform}>"
+                    f"<arrow {placed.platform_of(child).name} -> {platform}"
+                    f"  est_bytes={_bytes(placed.estimates[id(child)].bytes)}>"
                 )
                 visit(
                     child, child_prefix + ("   " if i == len(children) - 1 else "│  "), True, False
@@ -53,3 +79,15 @@ def render(placed: PlacedPlan, *, analyze: bool = False) -> str:
 
     visit(placed.root, "", True, True)
     return "\n".join(lines)
+
+
+def _fragment_sql(placed: PlacedPlan) -> dict[int, str]:
+    """id(stage root) -> the SQL of its stage, for platforms that run fragments as SQL."""
+    from dalang.executor import split_stages, stages_in_order
+
+    out: dict[int, str] = {}
+    for stage in stages_in_order(split_stages(placed)):
+        fragment_sql = getattr(stage.platform, "fragment_sql", None)
+        if fragment_sql is not None:
+            out[id(stage.root)] = fragment_sql(stage.fragment)
+    return out

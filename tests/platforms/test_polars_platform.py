@@ -109,8 +109,10 @@ def test_declares_name_capabilities_and_cost() -> None:
     assert platform.supports == frozenset(
         {Scan, StageInput, Filter, Project, Join, Aggregate, Sort, Limit, Distinct, Union}
     )
-    assert platform.cost.startup_s == pytest.approx(1e-3)
-    assert platform.cost.op_factors["Join"] > 1
+    # measured constants (dalang calibrate): a stage start-up and per-kind operator costs
+    assert 0 < platform.cost.startup_s < 0.1
+    assert {"Scan", "Join", "Aggregate"} <= set(platform.cost.ops)
+    assert all(c >= 0 for op in platform.cost.ops.values() for c in op)
     people = scan(PEOPLE)
     assert platform.can_run(Filter(people, call("gt", col("age"), lit(1))))
     assert not platform.can_run(MapRows(people, Udf(str)))

@@ -18,6 +18,7 @@ def test_public_names_are_deliberate() -> None:
         "DalangError",
         "Dataset",
         "Expr",
+        "Federation",
         "GroupBy",
         "col",
         "count",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,18 @@ CREATE TABLE IF NOT EXISTS operators (
     in_bytes REAL
 );
 CREATE INDEX IF NOT EXISTS operators_by_kind ON operators(operator, platform);
+CREATE TABLE IF NOT EXISTS stages (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    platform TEXT NOT NULL,
+    seconds REAL NOT NULL,       -- wall time of the stage
+    ops TEXT NOT NULL            -- JSON: [[kind, rows, bytes], ...] as the cost model counts them
+);
+CREATE TABLE IF NOT EXISTS cardinalities (
+    key TEXT PRIMARY KEY,        -- fingerprint of an operator and everything below it
+    ratio REAL NOT NULL,         -- actual rows / estimated rows
+    runs INTEGER NOT NULL,
+    updated REAL NOT NULL
+);
 """
 
 
@@ -53,6 +66,15 @@ class OperatorRecord:
     seconds: float | None
     in_rows: float
     in_bytes: float
+
+
+@dataclass(frozen=True, slots=True)
+class StageRecord:
+    """One stage of a run: its platform, its seconds, and its operators' (kind, rows, bytes)."""
+
+    platform: str
+    seconds: float
+    ops: list[tuple[str, float, float]]
 
 
 class History:
@@ -105,6 +127,41 @@ class History:
                 ],
             )
         return run_id
+
+    def record_learning(
+        self,
+        run_id: int,
+        stages: Iterable[StageRecord],
+        ratios: Mapping[str, float],
+    ) -> None:
+        """Store what a run teaches: stage timings and actual/estimated row ratios."""
+        now = time.time()
+        with self._connect() as con:
+            con.executemany(
+                "INSERT INTO stages VALUES (?, ?, ?, ?)",
+                [(run_id, st.platform, st.seconds, json.dumps(st.ops)) for st in stages],
+            )
+            con.executemany(
+                "INSERT INTO cardinalities VALUES (?, ?, 1, ?) ON CONFLICT(key) DO UPDATE SET "
+                "ratio = excluded.ratio, runs = runs + 1, updated = excluded.updated",
+                [(key, ratio, now) for key, ratio in ratios.items()],
+            )
+
+    def stages(self, limit: int = 2000) -> list[StageRecord]:
+        """The most recent stage timings, newest first."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT platform, seconds, ops FROM stages ORDER BY rowid DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [StageRecord(p, s, [tuple(o) for o in json.loads(ops)]) for p, s, ops in rows]
+
+    def cardinalities(self, limit: int = 10_000) -> dict[str, float]:
+        """Learned actual/estimated row ratios by operator fingerprint, most recent first."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT key, ratio FROM cardinalities ORDER BY updated DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return {k: float(r) for k, r in rows}
 
     def runs(self, limit: int = 20) -> list[tuple[int, float, str, str, float, int, str]]:
         with self._connect() as con:

@@ -335,6 +335,23 @@ def _(node: Aggregate, required: Required) -> Node:
 
 
 @_prune.register
+def _(node: Union, required: Required) -> Node:
+    parts = tuple(_prune(p, required) for p in node.parts)
+    if required is not None and len({_names_of(p) for p in parts}) != 1:
+        # parts pruned to different columns (or orders) no longer line up: keep them whole
+        parts = tuple(_prune(p, None) for p in node.parts)
+    return Union(parts)
+
+
+def _names_of(node: Node) -> tuple[str, ...] | None:
+    try:
+        schema = node.schema
+    except Exception:
+        return None
+    return None if schema is None else tuple(schema.names)
+
+
+@_prune.register
 def _(node: Join, required: Required) -> Node:
     from dalang.plan.schema import join_output_fields_all
 

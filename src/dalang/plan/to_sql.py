@@ -626,6 +626,43 @@ def _duckdb_contains(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
     return exp.Anonymous(this="contains", expressions=[x, exp.Literal.string(needle)])
 
 
+def _sqlite_starts_with(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
+    x, prefix = _pattern(args, scope, "prefix")  # (SQLite has no LEFT/RIGHT)
+    one, n = exp.Literal.number(1), exp.Literal.number(len(prefix))
+    head = exp.Substring(this=x, start=one, length=n)
+    return exp.EQ(this=head, expression=exp.Literal.string(prefix))
+
+
+def _sqlite_ends_with(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
+    x, suffix = _pattern(args, scope, "suffix")
+    if not suffix:
+        return exp.Not(this=exp.Paren(this=exp.Is(this=_p(x), expression=exp.Null())))
+    tail = exp.Substring(this=x, start=exp.Literal.number(-len(suffix)))
+    return exp.EQ(this=tail, expression=exp.Literal.string(suffix))
+
+
+def _sqlite_strftime(fmt: str, offset: int = 0) -> _CallRule:
+    """A date part from ``strftime`` (SQLite keeps dates as ISO text and has no EXTRACT)."""
+
+    def rule(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
+        call = exp.Anonymous(
+            this="strftime", expressions=[exp.Literal.string(fmt), _expr(args[0], scope)]
+        )
+        part = _bigint(call)
+        return exp.Sub(this=part, expression=exp.Literal.number(-offset)) if offset else part
+
+    return rule
+
+
+def _sqlite_weekday(args: tuple[ExprNode, ...], scope: _Scope) -> exp.Expr:
+    # %w counts from Sunday = 0; the plan counts from Monday = 0
+    sunday0 = _sqlite_strftime("%w")(args, scope)
+    return exp.Mod(
+        this=exp.Paren(this=exp.Add(this=sunday0, expression=exp.Literal.number(6))),
+        expression=exp.Literal.number(7),
+    )
+
+
 #: Dialect-specific choices, all here: op -> translation overriding :data:`_CALLS`.
 #: (DuckDB's LIKE has no escape character, as the plan wants; PostgreSQL and MySQL
 #: treat ``\\`` as one and will need ``ESCAPE ''``; PostgreSQL's ROUND wants NUMERIC.)
@@ -634,6 +671,14 @@ _DIALECT_CALLS: dict[str, dict[str, _CallRule]] = {
         "str_contains": _duckdb_contains,
         "str_starts_with": _duckdb_starts_with,
         "str_ends_with": _duckdb_ends_with,
+    },
+    "sqlite": {
+        "str_starts_with": _sqlite_starts_with,
+        "str_ends_with": _sqlite_ends_with,
+        "dt_year": _sqlite_strftime("%Y"),
+        "dt_month": _sqlite_strftime("%m"),
+        "dt_day": _sqlite_strftime("%d"),
+        "dt_weekday": _sqlite_weekday,
     },
 }
 

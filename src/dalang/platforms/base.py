@@ -12,21 +12,37 @@ import pyarrow as pa
 from dalang.plan.exprs import ExprNode
 from dalang.plan.nodes import Node
 
+#: A measured operator cost: (start-up seconds, seconds per input row, seconds per input byte).
+OpCost = tuple[float, float, float]
+
 
 @dataclass(frozen=True)
 class CostParams:
     """Time cost of a platform, in seconds: start-up + per input row + per input byte.
 
-    ``op_factors`` scales the per-row and per-byte terms by operator type name
-    (``"Join"``, ``"Aggregate"``, ...); an operator missing there costs factor 1.
+    ``startup_s`` is paid once per stage (a fragment run on this platform).
+    ``ops`` holds measured constants per operator *kind* (``"Join"``,
+    ``"Scan.filtered"``, ``"Aggregate.decimal"``, ``"StageInput"``: see
+    :func:`dalang.optimizer.cost.operator_kind`), as fitted by ``dalang calibrate``
+    and refined from the execution history. A kind missing there falls back to
+    its base kind (the part before the dot), then to the generic per-row and
+    per-byte terms scaled by ``op_factors`` (by operator type name, factor 1 if absent).
     """
 
     startup_s: float
     per_row_s: float
     per_byte_s: float
     op_factors: Mapping[str, float] = field(default_factory=dict)
+    ops: Mapping[str, OpCost] = field(default_factory=dict)
 
     def operator_cost(self, op: str, rows: float, nbytes: float) -> float:
+        measured = self.ops.get(op)
+        if measured is None and "." in op:
+            op = op.split(".", 1)[0]
+            measured = self.ops.get(op)
+        if measured is not None:
+            fixed, per_row, per_byte = measured
+            return fixed + per_row * rows + per_byte * nbytes
         factor = self.op_factors.get(op, 1.0)
         return factor * (self.per_row_s * rows + self.per_byte_s * nbytes)
 
@@ -54,6 +70,10 @@ class Platform(ABC):
         """True when this platform can run ``node`` (its type and its expressions)."""
         if type(node) not in self.supports:
             return False
+        if getattr(getattr(node, "source", None), "kind", None) == "site":
+            return False  # only the site that owns a dataset reads it (a SitePlatform)
+        if getattr(getattr(node, "source", None), "kind", None) == "database":
+            return False  # only its database's platform reads a table (a DatabasePlatform)
         if not self.unsupported_ops:
             return True
         from dalang.plan.exprs import Call, walk

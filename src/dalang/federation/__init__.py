@@ -1,0 +1,1 @@
+"""Federation: site agents and the coordinator that sends plan fragments to them."""

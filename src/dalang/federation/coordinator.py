@@ -1,0 +1,711 @@
+"""The coordinator: ``Federation`` (connect to sites or start them locally) and site platforms.
+
+Examples
+--------
+>>> import dalang as dl
+>>> with dl.Federation.local(["branch_a.toml", "branch_b.toml"]) as fed:  # doctest: +SKIP
+...     fed.table("transactions").group_by("channel").agg(n=dl.count()).collect()
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures as cf
+import copy
+import functools
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from dalang.context import Context
+from dalang.dataset import Dataset
+from dalang.errors import (
+    FederationError,
+    PlanError,
+    SchemaMismatch,
+    SiteUnavailable,
+)
+from dalang.federation import protocol as P
+from dalang.federation.planning import (
+    check_egress,
+    home_site,
+    optimize_federated,
+    site_sources,
+    udfs_of,
+)
+from dalang.federation.sources import SiteSource
+from dalang.federation.transport import FlightTransport, Transport
+from dalang.optimizer.placement import PlacedPlan
+from dalang.plan.nodes import (
+    Aggregate,
+    Distinct,
+    Filter,
+    FilterRows,
+    FlatMapRows,
+    Join,
+    Limit,
+    MapRows,
+    Node,
+    Project,
+    ReduceByKey,
+    Sample,
+    Scan,
+    Sort,
+    UdfChain,
+    Union,
+)
+from dalang.platforms.base import CostParams, Platform
+
+#: Seconds a site may take to answer one call before it counts as unavailable.
+DEFAULT_TIMEOUT_S = 60.0
+#: Seconds ``Federation.local`` waits for a site process to say it is ready.
+STARTUP_TIMEOUT_S = 30.0
+#: The line a site agent prints once it serves.
+READY_LINE = "DALANG_SITE_READY"
+
+
+class PartialResult(UserWarning):
+    """A federated result computed without some sites (``allow_partial=True``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SiteDataset:
+    """What one site publishes about one dataset: schema and policy, never data."""
+
+    site: str
+    name: str
+    schema: pa.Schema
+    policy: dict[str, Any]
+    rows: int | None
+
+
+@dataclass
+class Transfer:
+    """What one site sent for one fragment."""
+
+    site: str
+    rows: int
+    bytes: int
+    seconds: float
+
+
+@dataclass
+class RunReport:
+    """What the last federated run fetched: per-fragment transfers and the sites missing."""
+
+    transfers: list[Transfer] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.bytes for t in self.transfers)
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.transfers)
+
+
+class SitePlatform(Platform):
+    """Runs fragments at one site: the plan goes there as JSON, Arrow comes back.
+
+    It runs an operator only when everything below it reads that site's datasets
+    (never a coordinator table), and user functions only when the site approved
+    their digests. Moving its output off the site costs bytes over the network,
+    so placement pushes filters, projections and aggregates to the site.
+    """
+
+    name: ClassVar[str] = "site"
+    supports = frozenset(
+        {
+            Scan,
+            Filter,
+            Project,
+            Join,
+            Aggregate,
+            Sort,
+            Limit,
+            Distinct,
+            Union,
+            Sample,
+            MapRows,
+            FlatMapRows,
+            FilterRows,
+            UdfChain,
+            ReduceByKey,
+        }
+    )
+    default_cost = CostParams(
+        startup_s=5e-3,  # one round trip
+        per_row_s=4e-9,
+        per_byte_s=2e-11,
+        op_factors={"Join": 3.0, "Aggregate": 2.0, "Sort": 3.0, "Distinct": 2.0},
+        ops={
+            # bytes leaving the site: ~100 MB/s of network, a round trip per fragment
+            "Egress": (2e-3, 0.0, 1e-8),
+            # nothing goes into a site: it reads only its own datasets
+            "StageInput": (float("inf"), 0.0, 0.0),
+        },
+    )
+
+    def __init__(self, site: str, federation: Federation) -> None:
+        super().__init__()
+        self.site = site
+        self.name = f"site:{site}"  # type: ignore[misc]
+        self._federation = federation
+
+    def can_run(self, node: Node) -> bool:
+        if type(node) not in self.supports or home_site(node) != self.site:
+            return False
+        fns = list(udfs_of(node))
+        if not fns:
+            return True
+        approved: set[str] | None = None
+        for source in site_sources(node):
+            ok = set(source.policy.get("udfs") or ())
+            approved = ok if approved is None else approved & ok
+        return all(fn.digest in (approved or set()) for fn in fns)
+
+    def run(self, fragment: Node, inputs: Mapping[str, pa.Table]) -> pa.Table:
+        return self._federation._fragment(self, fragment)
+
+
+class Federation:
+    """Sites that publish datasets, and a Context that plans across them.
+
+    Build one with :meth:`connect` (running sites) or :meth:`local` (start sites on
+    this machine). ``fed.table(name)`` is the union of that dataset over the sites
+    that publish it: a normal :class:`~dalang.Dataset` whose filters, projections,
+    maps and aggregates run at the sites; only what their policies allow comes back.
+
+    Examples
+    --------
+    >>> fed = dl.Federation.connect(["grpc+tls://10.0.0.5:8815"], token=t,  # doctest: +SKIP
+    ...                             tls_root_certs=open("ca.pem", "rb").read())
+    >>> fed.table("transactions").agg(total=dl.col("amount").sum()).collect()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        transports: Sequence[Transport],
+        *,
+        allow_partial: bool = False,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        retries: int = 2,
+        backoff: float = 0.2,
+        dp: P.DpRequest | None = None,
+        context: Context | None = None,
+    ) -> None:
+        if not transports:
+            raise PlanError("a Federation needs at least one site")
+        self.allow_partial = allow_partial
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.dp = dp
+        self.last_run = RunReport()
+        self._processes: list[subprocess.Popen[str]] = []
+        self._tmpdir: str | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self._partial_sources: dict[int, SiteSource] = {}
+        self._pending: dict[tuple[str, str], cf.Future[pa.Table | None]] = {}
+        self._pool = cf.ThreadPoolExecutor(max_workers=max(4, len(transports)))
+        self._transports: dict[str, Transport] = {}
+        self._platforms: dict[str, SitePlatform] = {}
+        self._datasets: dict[str, dict[str, SiteDataset]] = {}
+        self.unreachable: list[str] = []
+        self.context = context or Context()
+        self.context.federation = self
+        for transport, answer in zip(
+            transports, self._pool.map(self._introduce, transports), strict=True
+        ):
+            if isinstance(answer, FederationError):
+                if not allow_partial:
+                    self.close()
+                    raise answer
+                self.unreachable.append(getattr(transport, "site", transport.location))
+                continue
+            name, datasets = answer
+            if name in self._transports:
+                self.close()
+                raise PlanError(f"two sites are named {name!r}; site names must be unique")
+            self._transports[name] = transport
+            self._platforms[name] = SitePlatform(name, self)
+            self._datasets[name] = datasets
+        if self.unreachable:
+            warnings.warn(
+                f"sites not reachable, left out: {', '.join(self.unreachable)}",
+                PartialResult,
+                stacklevel=2,
+            )
+        atexit.register(self.close)
+
+    # ---- construction ---------------------------------------------------
+    @classmethod
+    def connect(
+        cls,
+        locations: Iterable[str],
+        *,
+        token: str,
+        tls_root_certs: bytes | str | os.PathLike[str] | None = None,
+        cert_chain: bytes | str | os.PathLike[str] | None = None,
+        private_key: bytes | str | os.PathLike[str] | None = None,
+        allow_partial: bool = False,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        retries: int = 2,
+    ) -> Federation:
+        """Connect to running site agents (``grpc+tls://host:port``).
+
+        ``tls_root_certs`` (PEM bytes or a path) verifies the sites' certificates;
+        ``cert_chain`` and ``private_key`` are the client certificate for mTLS.
+        """
+        roots, chain, key = (_pem(x) for x in (tls_root_certs, cert_chain, private_key))
+        transports: list[Transport] = []
+        for location in locations:
+            if not location.startswith(("grpc+tls://", "grpc://", "grpc+tcp://")):
+                raise PlanError(f"site location {location!r} must look like grpc+tls://host:port")
+            transports.append(
+                FlightTransport(
+                    location, token=token, tls_root_certs=roots, cert_chain=chain, private_key=key
+                )
+            )
+        return cls(transports, allow_partial=allow_partial, timeout=timeout, retries=retries)
+
+    @classmethod
+    def local(
+        cls,
+        configs: Iterable[str | os.PathLike[str] | Mapping[str, Any]],
+        *,
+        token: str | None = None,
+        tls_root_certs: bytes | str | os.PathLike[str] | None = None,
+        allow_partial: bool = False,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        retries: int = 2,
+        startup_timeout: float = STARTUP_TIMEOUT_S,
+    ) -> Federation:
+        """Start a site agent per config as a subprocess on loopback and connect to them all.
+
+        Configs are TOML paths or dicts of the same shape. Where they give no TLS
+        certificate a throwaway CA and site certificates are made; where they give no
+        tokens a fresh token is made. The sites stop when the federation closes.
+        """
+        tmp = tempfile.mkdtemp(prefix="dalang-fed-")
+        processes: list[subprocess.Popen[str]] = []
+        try:
+            docs = [_load_site_doc(c) for c in configs]
+            if not docs:
+                raise PlanError("Federation.local needs at least one site config")
+            names = [str(d.get("site", {}).get("name", "")) for d in docs]
+            needs_certs = [
+                n for n, d in zip(names, docs, strict=True) if "tls_cert" not in d["site"]
+            ]
+            roots = _pem(tls_root_certs)
+            if needs_certs:
+                from dalang.federation.certs import dev_certificates
+
+                ca, certs = dev_certificates(Path(tmp) / "certs", needs_certs)
+                roots = ca.cert.read_bytes()
+            token = token or P.new_token()
+            paths: list[Path] = []
+            for name, doc in zip(names, docs, strict=True):
+                site = doc["site"]
+                site.setdefault("listen", "127.0.0.1:0")
+                if "tls_cert" not in site:
+                    site["tls_cert"] = str(certs[name].cert)
+                    site["tls_key"] = str(certs[name].key)
+                site.setdefault("tokens", [P.token_digest(token)])
+                state = Path(tmp) / name
+                state.mkdir(parents=True, exist_ok=True)
+                site.setdefault("audit_log", str(state / "audit.jsonl"))
+                site.setdefault("budget_db", str(state / "budget.sqlite"))
+                path = Path(tmp) / f"{name or 'site'}-{len(paths)}.toml"
+                from dalang.federation.config import write_config
+
+                write_config(doc, path)
+                paths.append(path)
+            starts = [_start_site(path, Path(tmp)) for path in paths]
+            processes = [p for p, _ in starts]
+            locations = [
+                _wait_ready(p, lines, path, startup_timeout)
+                for (p, lines), path in zip(starts, paths, strict=True)
+            ]
+            transports: list[Transport] = [
+                FlightTransport(loc, token=token, tls_root_certs=roots, site=name)
+                for loc, name in zip(locations, names, strict=True)
+            ]
+            fed = cls(transports, allow_partial=allow_partial, timeout=timeout, retries=retries)
+        except BaseException:
+            _stop(processes)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fed._processes = processes
+        fed._tmpdir = tmp
+        fed.processes = dict(zip(names, processes, strict=True))
+        return fed
+
+    processes: dict[str, subprocess.Popen[str]]
+
+    def _introduce(
+        self, transport: Transport
+    ) -> tuple[str, dict[str, SiteDataset]] | FederationError:
+        try:
+            health = self._call(
+                transport, lambda: transport.health(timeout=min(self.timeout, 15.0))
+            )
+            name = str(health["site"])
+            if isinstance(transport, FlightTransport):
+                transport.site = name
+            infos = self._call(transport, lambda: transport.datasets(timeout=self.timeout))
+        except FederationError as e:
+            return e
+        return name, {
+            i.name: SiteDataset(name, i.name, i.schema, dict(i.policy), i.rows) for i in infos
+        }
+
+    # ---- what the sites publish -------------------------------------------
+    @property
+    def sites(self) -> list[str]:
+        """Names of the sites that answered."""
+        return list(self._transports)
+
+    def datasets(self, *, refresh: bool = True) -> list[SiteDataset]:
+        """Every dataset every site publishes: schema, policy (with budget spent), row count."""
+        if refresh:
+            for name, transport in self._transports.items():
+                try:
+                    infos = self._call(
+                        transport, functools.partial(transport.datasets, timeout=self.timeout)
+                    )
+                except SiteUnavailable:
+                    if not self.allow_partial:
+                        raise
+                    continue
+                self._datasets[name] = {
+                    i.name: SiteDataset(name, i.name, i.schema, dict(i.policy), i.rows)
+                    for i in infos
+                }
+        return [d for per_site in self._datasets.values() for d in per_site.values()]
+
+    def table(
+        self,
+        name: str,
+        *,
+        sites: Sequence[str] | None = None,
+        allow_partial: bool | None = None,
+    ) -> Dataset:
+        """The union of dataset ``name`` over every site that publishes it (or over ``sites``)."""
+        if sites is not None:
+            unknown = [s for s in sites if s not in self._transports]
+            if unknown:
+                raise PlanError(
+                    f"unknown site(s) {', '.join(map(repr, unknown))}; "
+                    f"sites: {', '.join(self._transports)}"
+                )
+        chosen = list(sites) if sites is not None else list(self._transports)
+        found = [self._datasets[s][name] for s in chosen if name in self._datasets[s]]
+        if not found:
+            published = sorted({d for per in self._datasets.values() for d in per})
+            where = f"sites {', '.join(chosen)}" if sites is not None else "any site"
+            raise PlanError(
+                f"dataset {name!r} is not published by {where}; published: {', '.join(published)}"
+            )
+        _check_schemas(name, found)
+        scans: list[Node] = []
+        for d in found:
+            source = SiteSource(d.site, d.name, d.schema, d.policy, d.rows)
+            if allow_partial:
+                self._partial_sources[id(source)] = source
+            scans.append(Scan(source))
+        node = scans[0] if len(scans) == 1 else Union(tuple(scans))
+        return Dataset(self.context, node)
+
+    def at_each_site(
+        self, build: Callable[[SiteTables], Dataset], *, sites: Sequence[str] | None = None
+    ) -> Dataset:
+        """The union of ``build(site)`` over the sites: per-site pipelines (local joins).
+
+        ``build`` receives a :class:`SiteTables`; ``site.table(name)`` is that site's
+        dataset. Use it when a join must pair rows of the same site (data partitioned
+        by site), e.g. customers with their own orders.
+        """
+        chosen = list(sites) if sites is not None else list(self._transports)
+        parts = [build(SiteTables(self, s)) for s in chosen]
+        if len(parts) == 1:
+            return parts[0]
+        return parts[0].union(*parts[1:])
+
+    # ---- planning hooks (called by the Context) -------------------------
+    def rewrite(self, node: Node) -> Node:
+        return optimize_federated(node)
+
+    def platforms_for(self, node: Node) -> list[Platform]:
+        wanted = {s.site for s in site_sources(node)}
+        missing = wanted - set(self._platforms)
+        if missing:
+            raise SiteUnavailable(
+                f"the plan reads site(s) {', '.join(sorted(missing))}, which are not connected",
+                site=sorted(missing)[0],
+            )
+        return [self._platforms[s] for s in sorted(wanted)]
+
+    def check(self, placed: PlacedPlan) -> None:
+        check_egress(placed)
+
+    def prepare(self, placed: PlacedPlan) -> None:
+        """Start every site fragment of a placed plan at once (they read only site data)."""
+        from dalang.executor import split_stages, stages_in_order
+        from dalang.plan.serde import plan_to_json
+
+        self.last_run = RunReport()
+        with self._lock:
+            self._pending.clear()
+        for stage in stages_in_order(split_stages(placed)):
+            if isinstance(stage.platform, SitePlatform) and not stage.inputs:
+                text = plan_to_json(stage.fragment)
+                key = (stage.platform.site, text)
+                partial = self._partial_ok(stage.fragment)
+                future = self._pool.submit(self._fetch, stage.platform.site, text, partial)
+                with self._lock:
+                    self._pending[key] = future
+
+    # ---- running fragments ------------------------------------------------
+    def _partial_ok(self, fragment: Node) -> bool:
+        return self.allow_partial or any(
+            id(s) in self._partial_sources for s in site_sources(fragment)
+        )
+
+    def _fragment(self, platform: SitePlatform, fragment: Node) -> pa.Table:
+        from dalang.plan.serde import plan_to_json
+
+        text = plan_to_json(fragment)
+        with self._lock:
+            future = self._pending.pop((platform.site, text), None)
+        if future is not None:
+            table = future.result()
+        else:
+            table = self._fetch(platform.site, text, self._partial_ok(fragment))
+        if table is None:
+            warnings.warn(
+                f"site {platform.site!r} did not answer; the result leaves it out "
+                f"(missing: {', '.join(self.last_run.missing)})",
+                PartialResult,
+                stacklevel=2,
+            )
+            schema = fragment.schema
+            return schema.empty_table() if schema is not None else pa.table({})
+        return table
+
+    def _fetch(self, site: str, plan_json: str, partial: bool) -> pa.Table | None:
+        transport = self._transports[site]
+        request_id = uuid.uuid4().hex
+        dp_request = self.dp if '"kind": "site"' in plan_json else None
+        started = time.perf_counter()
+        try:
+            table = self._call(
+                transport,
+                lambda: transport.query(
+                    plan_json, request_id=request_id, timeout=self.timeout, dp=dp_request
+                ),
+                idempotent=not self._reads_dp(site, plan_json),
+            )
+        except SiteUnavailable:
+            if not partial:
+                raise
+            with self._lock:
+                self.last_run.missing.append(site)
+            return None
+        with self._lock:
+            self.last_run.transfers.append(
+                Transfer(site, table.num_rows, table.nbytes, time.perf_counter() - started)
+            )
+        return table
+
+    def _reads_dp(self, site: str, plan_json: str) -> bool:
+        return any(
+            d.policy.get("egress") == "dp" and f'"name": "{d.name}"' in plan_json
+            for d in self._datasets.get(site, {}).values()
+        )
+
+    def _call(self, transport: Transport, fn: Callable[[], Any], *, idempotent: bool = True) -> Any:
+        """Call a site; retry a retryable failure with exponential backoff (bounded)."""
+        delay = self.backoff
+        attempts = self.retries + 1 if idempotent else 1
+        for attempt in range(attempts):
+            try:
+                return fn()
+            except FederationError as e:
+                if not e.retryable or attempt == attempts - 1:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ---- lifecycle ----------------------------------------------------------
+    def close(self) -> None:
+        """Disconnect; stop the site processes this federation started."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        for transport in self._transports.values():
+            transport.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        _stop(self._processes)
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+        self.context.close()
+
+    def __enter__(self) -> Federation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Federation(sites={self.sites})"
+
+
+class SiteTables:
+    """The datasets of one site, for :meth:`Federation.at_each_site`."""
+
+    def __init__(self, federation: Federation, site: str) -> None:
+        self.federation = federation
+        self.site = site
+
+    def table(self, name: str, *, allow_partial: bool | None = None) -> Dataset:
+        return self.federation.table(name, sites=[self.site], allow_partial=allow_partial)
+
+
+# ---- helpers ------------------------------------------------------------------
+def _check_schemas(name: str, found: Sequence[SiteDataset]) -> None:
+    first = found[0]
+    problems: list[str] = []
+    for d in found[1:]:
+        if d.schema.equals(first.schema, check_metadata=False):
+            continue
+        a = {f.name: f.type for f in first.schema}
+        b = {f.name: f.type for f in d.schema}
+        for col in a.keys() - b.keys():
+            problems.append(f"{d.site} lacks column {col!r} (present at {first.site})")
+        for col in b.keys() - a.keys():
+            problems.append(f"{d.site} has column {col!r} that {first.site} lacks")
+        for col in a.keys() & b.keys():
+            if a[col] != b[col]:
+                problems.append(
+                    f"column {col!r} is {a[col]} at {first.site} but {b[col]} at {d.site}"
+                )
+        if not problems:
+            problems.append(f"columns are in a different order at {first.site} and {d.site}")
+    if problems:
+        raise SchemaMismatch(
+            f"dataset {name!r} has different schemas at the sites: " + "; ".join(problems)
+        )
+
+
+def _pem(value: bytes | str | os.PathLike[str] | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    text = os.fspath(value)
+    if text.lstrip().startswith("-----BEGIN"):
+        return text.encode()
+    return Path(text).read_bytes()
+
+
+def _load_site_doc(config: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """A site config as a dict whose relative dataset paths are made absolute."""
+    if isinstance(config, Mapping):
+        doc = copy.deepcopy(dict(config))
+        base = Path.cwd()
+    else:
+        path = Path(config)
+        with path.open("rb") as f:
+            doc = tomllib.load(f)
+        base = path.resolve().parent
+    site = doc.get("site")
+    if not isinstance(site, dict) or not site.get("name"):
+        raise PlanError("a site config needs [site] with a name")
+    for key in ("tls_cert", "tls_key", "client_ca", "audit_log", "budget_db"):
+        if key in site and not Path(site[key]).is_absolute():
+            site[key] = str(base / site[key])
+    for ds in (doc.get("datasets") or {}).values():
+        source = ds.get("source") if isinstance(ds, dict) else None
+        if isinstance(source, str) and "://" not in source and not Path(source).is_absolute():
+            ds["source"] = str(base / source)
+    return doc
+
+
+def _start_site(path: Path, tmp: Path) -> tuple[subprocess.Popen[str], queue.Queue[str | None]]:
+    log = (tmp / f"{path.stem}.log").open("w")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dalang.cli", "site", "serve", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    log.close()
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:  # keeps reading so a chatty site never blocks on a full pipe
+        assert process.stdout is not None
+        with process.stdout:
+            for line in process.stdout:
+                lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return process, lines
+
+
+def _wait_ready(
+    process: subprocess.Popen[str], lines: queue.Queue[str | None], path: Path, timeout: float
+) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise SiteUnavailable(
+                f"site from {path.name} did not start within {timeout:.0f}s", site=path.stem
+            )
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            continue
+        if line is None:
+            log = path.with_suffix(".log")
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            raise SiteUnavailable(
+                f"site from {path.name} exited with code {process.wait()} before it was ready:\n"
+                f"{tail}",
+                site=path.stem,
+            )
+        if line.startswith(READY_LINE):
+            return line.split()[1]
+
+
+def _stop(processes: Sequence[subprocess.Popen[str]]) -> None:
+    for p in processes:
+        if p.poll() is None:
+            p.terminate()
+    for p in processes:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=5)

@@ -1,0 +1,461 @@
+"""The site agent: an Arrow Flight server that runs policy-checked fragments on local data."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from dalang.errors import (
+    AuthenticationFailed,
+    DalangError,
+    FederationError,
+    InvalidPlan,
+    PolicyViolation,
+)
+from dalang.federation import protocol as P
+from dalang.federation.audit import AuditLog
+from dalang.federation.config import ConfigError, DatasetConfig, SiteConfig, load_config
+from dalang.federation.policy import (
+    Enforced,
+    apply_dp,
+    bind_sources,
+    decode_fragment,
+    enforce,
+)
+from dalang.federation.privacy import BudgetLedger, new_rng
+from dalang.federation.sources import SiteSource
+from dalang.plan import nodes as N
+from dalang.sources.base import Source
+
+log = logging.getLogger("dalang.site")
+
+#: The line ``dalang site serve`` prints once it listens.
+READY_PREFIX = "DALANG_SITE_READY"
+
+
+# ---- sources ---------------------------------------------------------------------
+def open_source(ds: DatasetConfig, *, base_dir: Path) -> Source:
+    """The configured source of a dataset (a file by suffix, or a database table)."""
+    from dalang.sources.files import CsvSource, JsonSource, ParquetSource
+
+    if ds.is_uri:
+        if ds.table is None:
+            raise ConfigError("site config", f"datasets.{ds.name}.table", "a database needs table")
+        scheme, _, rest = ds.source.partition("://")
+        if rest.startswith("/") and not rest.startswith("//") and scheme in ("sqlite", "duckdb"):
+            rest = "/" + str((base_dir / rest[1:]).resolve())  # relative to the config file
+        uri = f"{scheme}://{rest}"
+        if scheme == "duckdb":
+            return _duckdb_table(uri.removeprefix("duckdb:///"), ds.table, ds.name)
+        from dalang.sources.database import TableSource
+
+        return TableSource(uri, table=ds.table)
+    suffix = Path(ds.source).suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return CsvSource(ds.source, "\t" if suffix == ".tsv" else ",", True)
+    if suffix in (".json", ".jsonl", ".ndjson"):
+        return JsonSource(ds.source)
+    return ParquetSource(ds.source)
+
+
+def _duckdb_table(path: str, table: str, name: str) -> Source:
+    import duckdb
+
+    from dalang.sources.memory import ArrowSource
+
+    with duckdb.connect(path, read_only=True) as con:
+        data = con.table(table).to_arrow_table()
+    return ArrowSource(data, name)
+
+
+def published_schema(source: Source, ds: DatasetConfig) -> pa.Schema:
+    """The source's schema cut to the policy's published ``columns`` (in that order)."""
+    schema = source.schema
+    if ds.policy.columns is None:
+        return pa.schema(list(schema), metadata=schema.metadata)
+    for c in ds.policy.columns:
+        if schema.get_field_index(c) < 0:
+            raise ConfigError(
+                "site config", f"datasets.{ds.name}.policy.columns", f"{c!r} is not in the data"
+            )
+    return pa.schema([schema.field(c) for c in ds.policy.columns], metadata=schema.metadata)
+
+
+# ---- auth --------------------------------------------------------------------------
+class _Caller(flight.ServerMiddleware):  # type: ignore[misc]
+    def __init__(self, who: str) -> None:
+        self.who = who
+
+
+class _AuthFactory(flight.ServerMiddlewareFactory):  # type: ignore[misc]
+    def __init__(self, site: SiteServer) -> None:
+        super().__init__()
+        self.site = site
+
+    def start_call(self, info: Any, headers: dict[str, Any]) -> _Caller:
+        token = P.bearer_token(headers)
+        digest = P.token_digest(token) if token is not None else None
+        accepted = digest is not None and any(
+            hmac.compare_digest(digest, d) for d in self.site.config.tokens
+        )
+        if not accepted:
+            who = P.token_id(digest) if digest else "anonymous"
+            reason = "missing bearer token" if token is None else "wrong bearer token"
+            error = AuthenticationFailed(f"authentication failed: {reason}")
+            self.site.audit_event(
+                who=who, action=_method_name(info), status="refused", reason=_reason(error)
+            )
+            raise flight.FlightUnauthenticatedError(P.error_json(error, site=self.site.config.name))
+        assert digest is not None
+        return _Caller(P.token_id(digest))
+
+
+def _method_name(info: Any) -> str:
+    method = getattr(info, "method", None)
+    return str(getattr(method, "name", method) or "call").lower()
+
+
+# ---- the server -----------------------------------------------------------------------
+class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
+    """A site agent serving ``config``'s datasets under their policies.
+
+    Examples
+    --------
+    >>> server = SiteServer(load_config("site.toml"))  # doctest: +SKIP
+    >>> server.location  # doctest: +SKIP
+    'grpc+tls://127.0.0.1:40123'
+    """
+
+    def __init__(self, config: SiteConfig) -> None:
+        self.config = config
+        self._sources: dict[str, Source] = {}
+        self.published: dict[str, SiteSource] = {}
+        self.policies = {name: ds.policy for name, ds in config.datasets.items()}
+        for name, ds in config.datasets.items():
+            source = open_source(ds, base_dir=config.base_dir)
+            schema = published_schema(source, ds)
+            rows = _rows_of(source) if ds.policy.egress in ("rows", "aggregates") else None
+            self._sources[name] = source
+            self.published[name] = SiteSource(config.name, name, schema, ds.policy.to_json(), rows)
+        self._load_udf_modules()
+        self.audit = AuditLog(config.audit_log)
+        self.ledger = BudgetLedger(config.budget_db)
+        self._nonces = P.NonceCache()
+        self._nonce_lock = threading.Lock()
+        self._local = threading.local()
+        self._contexts: list[Any] = []
+        self._contexts_lock = threading.Lock()
+        kwargs: dict[str, Any] = {"middleware": {"auth": _AuthFactory(self)}}
+        if config.tls_cert is not None and config.tls_key is not None:
+            kwargs["tls_certificates"] = [
+                flight.CertKeyPair(config.tls_cert.read_bytes(), config.tls_key.read_bytes())
+            ]
+            if config.client_ca is not None:
+                kwargs["verify_client"] = True
+                kwargs["root_certificates"] = config.client_ca.read_bytes()
+        super().__init__(config.location(), **kwargs)
+        self.location = config.location(self.port)
+
+    def _load_udf_modules(self) -> None:
+        if not self.config.udf_modules:
+            return
+        base = str(self.config.base_dir)
+        if base not in sys.path:
+            sys.path.insert(0, base)
+        for module in self.config.udf_modules:
+            try:
+                importlib.import_module(module)
+            except ImportError as e:
+                raise ConfigError("site config", "site.udf_modules", str(e)) from None
+
+    # ---- helpers ----
+    def _context(self) -> Any:
+        ctx = getattr(self._local, "ctx", None)
+        if ctx is None:
+            from dalang.context import Context
+
+            ctx = Context(platforms=list(self.config.platforms), history=False, progress=False)
+            self._local.ctx = ctx
+            with self._contexts_lock:
+                self._contexts.append(ctx)
+        return ctx
+
+    def audit_event(self, **fields: Any) -> None:
+        """Append to the audit log; a failing log write is reported, never raised to the caller."""
+        try:
+            self.audit.append(site=self.config.name, **fields)
+        except OSError:
+            log.exception("audit log write failed")
+
+    def _check_replay(self, nonce: str, when: float) -> None:
+        with self._nonce_lock:
+            self._nonces.check(nonce, when)
+
+    @staticmethod
+    def _who(context: Any) -> str:
+        caller = context.get_middleware("auth")
+        return caller.who if caller is not None else "anonymous"
+
+    def _fail(self, error: BaseException) -> flight.FlightError:
+        if not isinstance(error, FederationError):
+            if isinstance(error, DalangError):
+                # an engine error may quote data values; only its kind crosses the wire
+                error = InvalidPlan(f"the fragment failed at the site ({type(error).__name__})")
+            else:
+                log.error("unexpected error in a request", exc_info=error)
+        return P.to_flight_error(error, site=self.config.name)
+
+    # ---- actions ----
+    def list_actions(self, context: Any) -> list[tuple[str, str]]:
+        return [
+            (P.ACTION_HEALTH, "site name, version, platforms, dataset count, time"),
+            (P.ACTION_DATASETS, "published datasets: schema, policy, rows"),
+        ]
+
+    def do_action(self, context: Any, action: Any) -> Iterator[bytes]:
+        who = self._who(context)
+        kind = str(action.type)[:40]
+        try:
+            body = P.decode_action_body(action.body.to_pybytes() if action.body else b"")
+            nonce, when = P.check_fresh(body)
+            self._check_replay(nonce, when)
+            if kind == P.ACTION_HEALTH:
+                doc: Any = self.health()
+            elif kind == P.ACTION_DATASETS:
+                doc = [info.to_json() for info in self.dataset_infos()]
+            else:
+                raise InvalidPlan(f"unknown action {kind!r}; known: {', '.join(P.ACTIONS)}")
+        except Exception as e:
+            self.audit_event(who=who, action=kind, status="refused", reason=_reason(e))
+            raise self._fail(e) from None
+        data = P.encode_result(doc)
+        self.audit_event(who=who, action=kind, status="accepted", bytes=len(data))
+        return iter([data])
+
+    def health(self) -> dict[str, Any]:
+        import dalang
+
+        return {
+            "site": self.config.name,
+            "version": dalang.__version__,
+            "protocol": P.PROTOCOL_VERSION,
+            "platforms": list(self.config.platforms),
+            "datasets": len(self.published),
+            "time": time.time(),
+        }
+
+    def dataset_infos(self) -> list[P.DatasetInfo]:
+        out = []
+        for name, src in self.published.items():
+            policy = self.policies[name]
+            spent = self.ledger.spent(name) if policy.egress == "dp" else None
+            out.append(
+                P.DatasetInfo(name, src.schema, policy.to_json(epsilon_spent=spent), src.rows)
+            )
+        return out
+
+    # ---- queries ----
+    def do_get(self, context: Any, ticket: Any) -> flight.RecordBatchStream:
+        who = self._who(context)
+        raw: bytes = ticket.ticket
+        entry: dict[str, Any] = {"who": who, "action": "query"}
+        try:
+            request = P.decode_ticket(raw)
+            entry["request_id"] = request.request_id
+            entry["fragment"] = P.fragment_hash(request.plan)
+            self._check_replay(request.nonce, request.time)
+            try:
+                table, enforced, epsilon = self._run(request)
+            except (FederationError, MemoryError):
+                raise
+            except Exception as e:
+                # a fragment that breaks the engine: its kind crosses the wire, never its text
+                log.warning("fragment %s failed", request.request_id, exc_info=e)
+                raise InvalidPlan(f"the fragment failed at the site ({type(e).__name__})") from None
+        except Exception as e:
+            entry.setdefault("fragment", "sha256:" + _sha(raw))
+            dataset = getattr(e, "dataset", None)
+            self.audit_event(**entry, dataset=dataset, status="refused", reason=_reason(e))
+            raise self._fail(e) from None
+        self.audit_event(
+            **entry,
+            datasets=sorted(set(enforced.datasets)),
+            egress=enforced.egress,
+            rows=table.num_rows,
+            bytes=table.nbytes,
+            epsilon=epsilon,
+            status="accepted",
+        )
+        return flight.RecordBatchStream(table)
+
+    def _run(self, request: P.TicketRequest) -> tuple[pa.Table, Enforced, float]:
+        node = decode_fragment(
+            request.plan, self.published, self.policies, udf_modules=self.config.udf_modules
+        )
+        dp = request.dp
+        enforced = enforce(
+            node,
+            self.policies,
+            epsilon=dp.epsilon if dp else None,
+            delta=dp.delta if dp else None,
+            mechanism=dp.mechanism if dp else "laplace",
+        )
+        spec = enforced.dp
+        budget = self.policies[spec.dataset].epsilon_budget if spec is not None else None
+        if spec is not None:
+            assert budget is not None
+            self.ledger.check(spec.dataset, spec.epsilon, budget=budget)
+        ctx = self._context()
+        table = ctx.execute(bind_sources(enforced.plan, self._sources))
+        if enforced.max_rows is not None and table.num_rows > enforced.max_rows:
+            first = enforced.datasets[0]
+            raise PolicyViolation(
+                f"the result has more than max_rows={enforced.max_rows} rows",
+                dataset=first,
+                policy=self.policies[first].egress,
+            )
+        if spec is None:
+            return table, enforced, 0.0
+        assert budget is not None
+        self.ledger.charge(spec.dataset, spec.epsilon, budget=budget, request_id=request.request_id)
+        table = apply_dp(table, spec, new_rng())
+        if spec.above:
+            from dalang.federation.policy import _rebuild
+            from dalang.sources.memory import ArrowSource
+
+            table = ctx.execute(_rebuild(spec.above, N.Scan(ArrowSource(table))))
+        return table, enforced, spec.epsilon
+
+    def close(self) -> None:
+        """Stop serving and release the local engines."""
+        with contextlib.suppress(Exception):
+            self.shutdown()
+        with self._contexts_lock:
+            for ctx in self._contexts:
+                with contextlib.suppress(Exception):
+                    ctx.close()
+            self._contexts.clear()
+
+
+def _rows_of(source: Source) -> int | None:
+    try:
+        return int(source.estimate_rows())
+    except Exception:
+        return None
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, FederationError):
+        return f"{type(error).__name__}: {error.message}"[:500]
+    return type(error).__name__
+
+
+def serve(
+    config_path: str | os.PathLike[str], *, announce: Callable[[str], None] | None = None
+) -> None:
+    """Run a site until SIGTERM or SIGINT; announces ``DALANG_SITE_READY <location>`` once."""
+    config = load_config(config_path)
+    server = SiteServer(config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        line = f"{READY_PREFIX} {server.location}"
+        if announce is not None:
+            announce(line)
+        else:
+            print(line, flush=True)
+        while not stop.wait(0.2):
+            pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        server.close()
+
+
+def launch(
+    config_path: str | os.PathLike[str], *, timeout: float = 30.0, python: str | None = None
+) -> tuple[Any, str]:
+    """Start ``dalang site serve`` as a subprocess; returns (process, location) once it is ready.
+
+    Raises SiteUnavailable with the process's error output when it does not come up.
+    """
+    import subprocess
+    import tempfile
+
+    from dalang.errors import SiteUnavailable
+
+    errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - outlives this call
+    proc = subprocess.Popen(
+        [
+            python or sys.executable,
+            "-m",
+            "dalang.cli",
+            "site",
+            "serve",
+            "--config",
+            str(config_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=errors,  # a file, so that a chatty site never blocks on a full pipe
+        text=True,
+    )
+    found: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(READY_PREFIX):
+                found.append(line.split(maxsplit=1)[1].strip())
+                return
+
+    setattr(proc, "dalang_stderr", errors)  # noqa: B010 - closed by stop()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not found:
+        proc.kill()
+        proc.wait(10)
+        errors.seek(0)
+        err = errors.read()
+        errors.close()
+        raise SiteUnavailable(f"site did not start: {err.strip()[-2000:]}", site=str(config_path))
+    return proc, found[0]
+
+
+def stop(proc: Any, *, timeout: float = 10.0) -> int:
+    """SIGTERM a launched site and wait (kill after ``timeout``); returns its exit code."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        code = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = proc.wait(timeout)
+    for stream in (proc.stdout, proc.stderr, getattr(proc, "dalang_stderr", None)):
+        if stream is not None:
+            stream.close()
+    return int(code)

@@ -1,0 +1,246 @@
+"""Database sources and pushdown: identifiers, errors, SQL in the database, cross-source joins."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dbhelpers import DatabaseContext, make_context, unique_table
+
+import dalang as dl
+from dalang.errors import (
+    DatabaseAuthError,
+    DatabaseUnreachable,
+    SourceError,
+    TableNotFound,
+)
+from dalang.sources.database import DatabaseUri, QuerySource, TableSource
+
+
+def test_odd_identifiers_round_trip(db_uri: str) -> None:
+    odd = ["select", "Mixed Case", 'quo"te', "back`tick", "it's", "from"]
+    table = pa.table({n: [i, i + 10, None] for i, n in enumerate(odd)})
+    with make_context(db_uri, ["database"]) as ctx:
+        name = ctx.load(table, unique_table() + ' "Weird" Table')
+        ds = ctx.read_table(db_uri, name)
+        assert ds.columns == odd
+        q = ds.filter(dl.col("select") >= 0).select(
+            dl.col("Mixed Case"), (dl.col("it's") + 1).alias("order")
+        )
+        assert sorted(q.collect(), key=lambda r: r["Mixed Case"]) == [
+            {"Mixed Case": 1, "order": 5},
+            {"Mixed Case": 11, "order": 15},
+        ]
+        agg = ds.group_by('quo"te').agg(n=dl.col("from").count()).sort('quo"te')
+        assert agg.collect() == [
+            {'quo"te': 2, "n": 1},
+            {'quo"te': 12, "n": 1},
+            {'quo"te': None, "n": 0},
+        ]
+
+
+def test_literals_are_quoted(db_uri: str) -> None:
+    table = pa.table({"s": ["a'; DROP TABLE x; --", "plain"]})
+    with make_context(db_uri, ["database"]) as ctx:
+        ds = ctx.from_arrow(table)
+        assert ds.filter(dl.col("s") == "a'; DROP TABLE x; --").collect() == [
+            {"s": "a'; DROP TABLE x; --"}
+        ]
+
+
+def test_read_sql_and_fallback_read(db_uri: str) -> None:
+    table = pa.table({"k": [1, 2, 3, 4], "v": [10.0, 20.0, 30.0, 40.0]})
+    with make_context(db_uri, ["database", "duckdb"]) as ctx:
+        name = ctx.load(table)
+        quote = "`" if "mysql" in db_uri else '"'
+        q = ctx.read_sql(f"SELECT k, v * 2 AS w FROM {quote}{name}{quote} WHERE k > 1", db_uri)
+        assert sorted(r["k"] for r in q.filter(dl.col("w") > 50).collect()) == [3, 4]
+        source = TableSource(db_uri, table=name)
+        got = source.read(("k",), (dl.col("v") >= 30).node)
+        assert sorted(got.column("k").to_pylist()) == [3, 4]
+        assert got.column_names == ["k"]
+
+
+def test_statistics_come_from_the_database(db_uri: str) -> None:
+    with make_context(db_uri, ["database"]) as ctx:
+        name = ctx.load(pa.table({"k": list(range(500))}))
+        source = TableSource(db_uri, table=name)
+        if "mysql" in db_uri:  # InnoDB's estimate is approximate
+            assert 100 <= source.estimate_rows() <= 2000
+        else:
+            assert source.estimate_rows() == 500
+
+
+def test_pushdown_runs_one_query_and_moves_only_aggregates(db_uri: str) -> None:
+    table = pa.table({"g": [i % 3 for i in range(3000)], "x": list(range(3000))})
+    with make_context(db_uri, ["python", "polars", "duckdb"]) as ctx:
+        ds = ctx.read_table(db_uri, ctx.load(table))
+        q = ds.filter(dl.col("x") >= 10).group_by("g").agg(total=dl.col("x").sum()).sort("g")
+        text = q.explain()
+        label = DatabaseUri.parse(db_uri).label
+        first = text.splitlines()[1]
+        assert f"[{label}]" in first  # the whole plan runs in the database
+        assert "sql: SELECT" in text and "GROUP BY" in text and "WHERE" in text
+        assert "<arrow" not in text
+        out = q.to_arrow()
+        assert out.num_rows == 3  # only the three groups left the database
+        assert out.column("total").to_pylist() == [
+            sum(x for x in range(10, 3000) if x % 3 == g) for g in range(3)
+        ]
+
+
+def test_python_function_after_database(db_uri: str) -> None:
+    with make_context(db_uri, ["python", "duckdb"]) as ctx:
+        ds = ctx.from_arrow(pa.table({"x": [1, 2, 3]}))
+        assert sorted(ds.filter(dl.col("x") > 1).map(lambda r: r["x"] * 10).collect()) == [20, 30]
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def test_missing_table(db_uri: str) -> None:
+    with make_context(db_uri, ["database"]) as ctx, pytest.raises(TableNotFound) as e:
+        ctx.read_table(db_uri, "no_such_table_here")
+    assert "no_such_table_here" in str(e.value)
+    assert DatabaseUri.parse(db_uri).masked in str(e.value)
+    assert isinstance(e.value, SourceError)
+
+
+def test_wrong_password_postgresql(pg_uri: str) -> None:
+    bad = "postgresql://nobody_dalang:s3cret@127.0.0.1:5432/test"
+    with pytest.raises(DatabaseAuthError) as e:
+        dl.Context(history=False).read_table(bad, "orders")
+    assert "s3cret" not in str(e.value)
+    assert "nobody_dalang:***@127.0.0.1:5432/test" in str(e.value)
+
+
+def test_wrong_password_mysql(sqlite_uri: str) -> None:
+    from dbhelpers import MYSQL_URI, uri_for
+
+    uri_for("mysql", sqlite_uri)
+    u = DatabaseUri.parse(MYSQL_URI)
+    bad = f"mysql://{u.user}:wrong-pw@{u.host}:{u.port}/{u.database}"
+    with pytest.raises(DatabaseAuthError) as e:
+        dl.Context(history=False).read_table(bad, "orders")
+    assert "wrong-pw" not in str(e.value) and ":***@" in str(e.value)
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
+def test_server_down(scheme: str) -> None:
+    uri = f"{scheme}://root:pw@127.0.0.1:1/test"
+    with pytest.raises(DatabaseUnreachable) as e:
+        dl.Context(history=False).read_table(uri, "orders")
+    assert "127.0.0.1:1" in str(e.value) and "pw@" not in str(e.value)
+
+
+def test_sqlite_file_missing(tmp_path: Path) -> None:
+    with pytest.raises(SourceError):
+        dl.Context(history=False).read_table(f"sqlite:///{tmp_path}/nope.db", "t")
+
+
+def test_bad_uri() -> None:
+    with pytest.raises(SourceError, match="not a database URI"):
+        dl.Context(history=False).read_table("oracle://x@y/z", "t")
+
+
+# ---------------------------------------------------------------------------- cross-source
+
+
+def _big_db_table(ctx: DatabaseContext, rows: int) -> str:
+    return ctx.load(
+        pa.table(
+            {
+                "k": [i % 100 for i in range(rows)],
+                "amount": [float(i % 997) for i in range(rows)],
+                "flag": [i % 10 != 0 for i in range(rows)],
+            }
+        )
+    )
+
+
+def test_tiny_parquet_is_shipped_into_postgresql(pg_uri: str, tmp_path: Path) -> None:
+    path = tmp_path / "tiny.parquet"
+    pq.write_table(pa.table({"k": [1, 2, 3], "label": ["a", "b", "c"]}), path)
+    with make_context(pg_uri, ["python", "polars", "duckdb"]) as ctx:
+        big = ctx.read_table(pg_uri, _big_db_table(ctx, 200_000))
+        tiny = ctx.read_parquet(path)
+        q = (
+            big.filter(dl.col("amount") != -1.0)  # unselective: most rows pass
+            .join(tiny, on="k")
+            .group_by("label")
+            .agg(total=dl.col("amount").sum())
+            .sort("label")
+        )
+        text = q.explain()
+        assert "-> postgresql@127.0.0.1/test" in text, text  # the parquet side is shipped in
+        join_line = next(line for line in text.splitlines() if "Join" in line)
+        assert "[postgresql@" in join_line, text
+        out = q.collect()
+        expected = {
+            lbl: sum(float(i % 997) for i in range(200_000) if i % 100 == k)
+            for k, lbl in [(1, "a"), (2, "b"), (3, "c")]
+        }
+        assert [r["label"] for r in out] == ["a", "b", "c"]
+        for r in out:
+            assert r["total"] == pytest.approx(expected[r["label"]])
+
+
+def test_big_parquet_joins_outside_with_a_selective_database_filter(
+    pg_uri: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "big.parquet"
+    n = 300_000
+    pq.write_table(
+        pa.table({"k": [i % 100 for i in range(n)], "v": [float(i) for i in range(n)]}), path
+    )
+    with make_context(pg_uri, ["python", "polars", "duckdb"]) as ctx:
+        dim = ctx.read_table(
+            pg_uri,
+            ctx.load(pa.table({"k": list(range(100)), "name": [f"n{i}" for i in range(100)]})),
+        )
+        q = (
+            ctx.read_parquet(path)
+            .join(dim.filter(dl.col("k") == 7), on="k")
+            .group_by("name")
+            .agg(n=dl.col("v").count())
+        )
+        text = q.explain()
+        join_line = next(line for line in text.splitlines() if "Join" in line)
+        assert "[postgresql@" not in join_line, text
+        scan_line = next(line for line in text.splitlines() if "Scan database" in line)
+        assert "[postgresql@" in scan_line and "k = 7" in scan_line, text
+        assert q.collect() == [{"name": "n7", "n": n // 100}]
+
+
+def test_sqlite_joined_with_postgresql(pg_uri: str, tmp_sqlite: str) -> None:
+    with make_context(pg_uri, ["duckdb"]) as ctx:
+        orders = ctx.read_table(pg_uri, ctx.load(pa.table({"o": [1, 2, 3], "s": [10, 20, 10]})))
+        side = make_context(tmp_sqlite, ["duckdb"])
+        supplier = side.load(pa.table({"s": [10, 20], "sname": ["x", "y"]}))
+        sup = ctx.read_table(tmp_sqlite, supplier)
+        out = orders.join(sup, on="s").group_by("sname").agg(n=dl.col("o").count()).sort("sname")
+        assert out.collect() == [{"sname": "x", "n": 2}, {"sname": "y", "n": 1}]
+        side.close()
+
+
+def test_plan_json_masks_password() -> None:
+    s = QuerySource("postgresql://u:topsecret@127.0.0.1:5432/db", query="SELECT 1")
+    assert "topsecret" not in str(s.to_json())
+
+
+def test_uri_parsing() -> None:
+    u = DatabaseUri.parse("mariadb://me:p%40ss@db.example:3307/shop")
+    assert (u.kind, u.user, u.password, u.host, u.port, u.database) == (
+        "mysql",
+        "me",
+        "p@ss",
+        "db.example",
+        3307,
+        "shop",
+    )
+    assert DatabaseUri.parse("sqlite:////tmp/a.db").database == "/tmp/a.db"
+    assert DatabaseUri.parse("sqlite:///rel.db").database == "rel.db"
+    assert datetime  # (keeps the import for date cases above)

@@ -1,0 +1,226 @@
+"""The cost model: fitting constants, the money objective, and learning from runs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import dalang as dl
+from dalang.errors import PlanError
+from dalang.optimizer.cost import (
+    PlatformProfile,
+    apply_calibration,
+    fit_op_cost,
+    load_profile,
+    nnls,
+    save_profile,
+)
+from dalang.optimizer.history import StageRecord
+from dalang.optimizer.learning import refit_params
+from dalang.optimizer.placement import Objective, place
+from dalang.plan.exprs import Agg, Alias, Call, Column, Literal
+from dalang.plan.nodes import Aggregate, Filter, Node, Scan, walk_plan
+from dalang.platforms.base import CostParams, Platform
+from dalang.sources.memory import ArrowSource
+
+
+def test_nnls_matches_the_unconstrained_fit_when_it_is_non_negative() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.random((30, 3))
+    x = np.array([0.5, 2.0, 1.0])
+    assert np.allclose(nnls(a, a @ x), x)
+
+
+def test_nnls_never_returns_a_negative_constant() -> None:
+    a = np.array([[1.0, 1.0], [1.0, 2.0], [1.0, 3.0]])
+    b = np.array([3.0, 2.0, 1.0])  # a falling line: the unconstrained slope is negative
+    x = nnls(a, b)
+    assert (x >= 0).all()
+    assert x[1] == 0.0 and x[0] == pytest.approx(2.0)
+
+
+def test_fitting_recovers_known_constants_from_synthetic_timings() -> None:
+    fixed, per_row, per_byte = 2e-3, 5e-9, 3e-10
+    rng = np.random.default_rng(7)
+    samples = []
+    for rows in (1e3, 1e4, 1e5, 1e6, 3e6):
+        for width in (8, 24, 64):
+            seconds = fixed + per_row * rows + per_byte * rows * width
+            samples.append((rows, rows * width, seconds * (1 + rng.normal(0, 0.01))))
+    got = fit_op_cost(samples)
+    assert got[0] == pytest.approx(fixed, rel=0.1)
+    assert got[1] == pytest.approx(per_row, rel=0.15)
+    assert got[2] == pytest.approx(per_byte, rel=0.1)
+
+
+def test_refit_from_stage_timings_moves_constants_toward_the_truth() -> None:
+    prior = CostParams(1e-3, 1e-8, 0.0, ops={"Filter": (0.0, 1e-8, 0.0)})
+    truth = 4e-8  # filters are really 4x slower than the prior says
+    records = [
+        StageRecord("x", 1e-3 + truth * rows, [("Filter", rows, 8 * rows)])
+        for rows in (1e4, 1e5, 1e6, 2e6, 5e6) * 4
+    ]
+    refitted = refit_params(prior, records)
+    # rows and bytes move together here, so judge the prediction, not each constant
+    predicted = refitted.startup_s + refitted.operator_cost("Filter", 3e6, 24e6)
+    assert predicted == pytest.approx(1e-3 + truth * 3e6, rel=0.15)
+    assert prior.operator_cost("Filter", 3e6, 24e6) < 0.5 * truth * 3e6
+
+
+def test_a_calibration_round_trips_through_json_and_reaches_platforms(tmp_path: Path) -> None:
+    path = tmp_path / "cost.json"
+    save_profile({"python": PlatformProfile(1e-4, {"Filter": (1e-5, 2e-9, 0.0)})}, path)
+    assert json.loads(path.read_text())["platforms"]["python"]["startup_s"] == 1e-4
+    assert load_profile(path)["python"].ops["Filter"] == (1e-5, 2e-9, 0.0)
+    ctx = dl.Context(platforms=["python"], history=False)
+    platforms = list(ctx._platforms.values())
+    apply_calibration(platforms, path)
+    assert platforms[0].cost.startup_s == 1e-4
+    assert platforms[0].cost.ops["Filter"] == (1e-5, 2e-9, 0.0)
+    assert "Join" in platforms[0].cost.ops  # the shipped defaults fill the rest
+
+
+def test_a_damaged_calibration_file_leaves_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "cost.json"
+    path.write_text("{not json")
+    assert load_profile(path) == {}
+
+
+def test_calibrate_command_stores_constants_dalang_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from dalang.cli import app
+
+    monkeypatch.setenv("DALANG_HOME", str(tmp_path))
+    runner = CliRunner()
+    result = runner.invoke(app, ["calibrate", "--platforms", "python", "--budget", "3"])
+    assert result.exit_code == 0, result.output
+    stored = load_profile(tmp_path / "cost.json")
+    assert set(stored) == {"python"}
+    assert {"Scan", "Filter", "Join", "Aggregate", "Sort"} <= set(stored["python"].ops)
+    shown = runner.invoke(app, ["calibrate", "--show"])
+    assert shown.exit_code == 0 and "Aggregate" in shown.output
+
+
+# ---- the money objective -------------------------------------------------------------
+def fake(name: str, cost: CostParams) -> Platform:
+    class Fake(Platform):
+        supports = frozenset({Scan, Filter, Aggregate})
+        default_cost = cost
+
+        def run(self, fragment: Node, inputs: Mapping[str, pa.Table]) -> pa.Table:
+            raise AssertionError("placement tests never run plans")
+
+    Fake.name = name
+    return Fake()
+
+
+SOURCE = ArrowSource(pa.table({"x": list(range(100_000))}), "t")
+PLAN = Aggregate(
+    Filter(Scan(SOURCE), Call("gt", (Column("x"), Literal(1)))),
+    (),
+    (Alias(Agg("sum", Column("x")), "s"),),
+)
+
+
+def _names(placed_root: Node, placed: object) -> set[str]:
+    return {placed.platform_of(n).name for n in walk_plan(placed_root)}  # type: ignore[attr-defined]
+
+
+def test_money_objective_picks_the_cheaper_platform() -> None:
+    fast = fake("fast", CostParams(0.0, 1e-7, 0.0))  # 10 ms per operator here
+    slow = fake("slow", CostParams(0.0, 1e-6, 0.0))  # 100 ms per operator
+    by_time = place(PLAN, [fast, slow])
+    assert _names(PLAN, by_time) == {"fast"}
+    prices = {"fast": 1.0, "slow": 0.01}
+    by_money = place(PLAN, [fast, slow], objective=Objective("money", prices))
+    assert _names(PLAN, by_money) == {"slow"}
+    assert by_money.money < by_time.total_cost * prices["fast"]
+    assert by_money.note is None
+
+
+def test_money_objective_respects_a_deadline() -> None:
+    fast = fake("fast", CostParams(0.0, 1e-7, 0.0))
+    slow = fake("slow", CostParams(0.0, 1e-6, 0.0))
+    prices = {"fast": 1.0, "slow": 0.01}
+    all_slow = place(PLAN, [slow]).total_cost
+    placed = place(
+        PLAN, [fast, slow], objective=Objective("money", prices, deadline=all_slow * 0.7)
+    )
+    assert placed.total_cost <= all_slow * 0.7
+    # the cheapest plan within the deadline mixes: some operators stay on the cheap platform
+    assert _names(PLAN, placed) == {"fast", "slow"}
+    assert placed.note is None
+
+
+def test_an_impossible_deadline_runs_the_fastest_plan_and_says_so() -> None:
+    fast = fake("fast", CostParams(0.0, 1e-7, 0.0))
+    slow = fake("slow", CostParams(0.0, 1e-6, 0.0))
+    placed = place(
+        PLAN,
+        [fast, slow],
+        objective=Objective("money", {"fast": 1.0, "slow": 0.01}, deadline=1e-6),
+    )
+    assert _names(PLAN, placed) == {"fast"}
+    assert placed.note is not None and "cannot be met" in placed.note
+
+
+def test_context_money_objective_runs_and_explains(tmp_path: Path) -> None:
+    ctx = dl.Context(
+        objective="money",
+        prices={"python": 0.0001, "polars": 0.001, "duckdb": 0.002},
+        deadline=1e-9,
+        history=False,
+        progress=False,
+    )
+    ds = ctx.from_records([{"x": i} for i in range(10)]).filter(dl.col("x") > 3)
+    assert len(ds.collect()) == 6
+    text = ds.explain()
+    assert "objective money" in text and "cannot be met" in text
+
+
+def test_money_objective_needs_prices_and_uses_only_priced_platforms() -> None:
+    with pytest.raises(PlanError, match="needs prices="):
+        dl.Context(platforms=["python", "polars"], objective="money")
+    ctx = dl.Context(
+        platforms=["python", "duckdb"], objective="money", prices={"python": 1.0}, history=False
+    )
+    ds = ctx.from_records([{"x": i} for i in range(10)]).filter(dl.col("x") > 3)
+    placed = ctx.plan(ds.node)
+    assert {placed.platform_of(n).name for n in walk_plan(placed.root)} == {"python"}
+    with pytest.raises(PlanError, match="unknown objective"):
+        dl.Context(objective="speed")
+
+
+# ---- learning from runs ----------------------------------------------------------------
+def test_learned_selectivity_corrects_an_estimate_after_a_run(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"x": np.arange(10_000) % 100}), path)
+    ctx = dl.Context(platforms=["python"], history=tmp_path / "h.sqlite", progress=False)
+    # x < 98 keeps 98% of the rows; the default range selectivity guesses a third
+    ds = ctx.read_parquet(path).filter(dl.col("x") < 98).select("x")
+    before = _scan_estimate(ctx, ds)
+    assert before == pytest.approx(10_000 / 3, rel=0.01)
+    assert ds.to_arrow().num_rows == 9_800
+    after = _scan_estimate(ctx, ds)
+    assert after == pytest.approx(9_800, rel=0.01)
+    # a new Context reads what the history learned
+    fresh = dl.Context(platforms=["python"], history=tmp_path / "h.sqlite", progress=False)
+    again = fresh.read_parquet(path).filter(dl.col("x") < 98).select("x")
+    assert _scan_estimate(fresh, again) == pytest.approx(9_800, rel=0.01)
+    assert "rows: est 9800 / actual 9800" in ctx.explain(ds.node, analyze=True)
+
+
+def _scan_estimate(ctx: dl.Context, ds: dl.Dataset) -> float:
+    placed = ctx.plan(ds.node)
+    scans = [n for n in walk_plan(placed.root) if isinstance(n, Scan)]
+    return placed.estimates[id(scans[0])].rows

@@ -17,8 +17,9 @@ from dalang.optimizer.cardinality import Estimate
 from dalang.plan.nodes import Aggregate, Node, Scan
 from dalang.platforms.base import CostParams, OpCost, Platform
 
-#: Seconds to hand one byte of Arrow from one platform to another (near-free: Arrow is shared).
-TRANSFER_PER_BYTE_S = 2e-11
+#: Seconds per byte of a result handed from one platform to another: Arrow avoids copies, but
+#: the result is materialised instead of streamed through the next operator.
+TRANSFER_PER_BYTE_S = 1e-9
 #: Fixed seconds per platform change (registering a table, building a frame).
 TRANSFER_FIXED_S = 2e-4
 #: Version of the JSON file ``dalang calibrate`` writes.
@@ -87,6 +88,9 @@ def operator_features(node: Node, own: Estimate, inputs: Sequence[Estimate]) -> 
         return node.source.estimate_rows(), _scan_bytes(node.source, columns)
     rows = sum(e.rows for e in inputs) or own.rows
     nbytes = sum(e.bytes for e in inputs) or own.bytes
+    if isinstance(node, Aggregate):
+        # every aggregate is its own accumulator over every input row
+        rows *= max(1, len(node.aggs))
     return rows, nbytes
 
 
@@ -127,15 +131,11 @@ class CostModel:
         egress = source.cost.ops.get("Egress")
         out = 0.0 if egress is None else egress[0] + egress[1] * est.rows + egress[2] * est.bytes
         ingest = target.cost.ops.get("StageInput")
+        # materialising the result between engines costs its bytes even when Arrow is shared
+        moved = out + self.transfer_fixed_s + est.bytes * self.transfer_per_byte_s
         if ingest is not None:
-            return (
-                out
-                + self.transfer_fixed_s
-                + ingest[0]
-                + ingest[1] * est.rows
-                + ingest[2] * est.bytes
-            )
-        return out + self.transfer_fixed_s + est.bytes * self.transfer_per_byte_s
+            return moved + ingest[0] + ingest[1] * est.rows + ingest[2] * est.bytes
+        return moved
 
 
 # ---- fitting -----------------------------------------------------------------

@@ -69,15 +69,15 @@ class DuckDBPlatform(Platform):
         # measured by `dalang calibrate` on the development machine (2 cores):
         # (start-up s, s per input row, s per input byte) per operator kind
         ops={
-            "Aggregate": (0.000153, 0.0, 0.0),
-            "Aggregate.decimal": (0.000218, 3.96e-08, 0.0),
+            "Aggregate": (0.000153, 1.5e-09, 0.0),
+            "Aggregate.decimal": (0.000218, 2.5e-09, 0.0),
             "Distinct": (0.000615, 2.11e-08, 0.0),
             "Filter": (6.51e-05, 1.32e-08, 0.0),
             "Join": (0.000598, 0.0, 1.47e-10),
             "Output": (8.13e-05, 4.89e-08, 0.0),
             "Project": (0.0, 7.63e-09, 0.0),
-            "Scan": (0.0, 2.22e-08, 0.0),
-            "Scan.filtered": (0.0, 2.61e-08, 0.0),
+            "Scan": (0.0, 2e-09, 2.5e-10),
+            "Scan.filtered": (0.0, 2e-09, 2.5e-10),
             "Sort": (0.0, 1.32e-07, 0.0),
             "StageInput": (0.000379, 7.37e-10, 0.0),
         },

@@ -10,7 +10,7 @@ a Python UDF map, a join, WordCount) the same pipeline runs with automatic
 placement and forced onto each platform that can run it (a forced platform that
 cannot run an operator is left out). Data is Parquet (text for WordCount) in
 ``bench/data/placement``. Also measured: the optimizer's own time,
-``ctx.plan(node)``, for a 30-operator plan.
+``ctx.plan(node, cached=False)``, for a 30-operator plan.
 
 Targets: automatic placement within 1.2x of the fastest forced platform in
 >= 90% of the cases; planning a 30-operator plan in < 10 ms.
@@ -239,8 +239,8 @@ def run_case(
 ) -> dict[str, Any]:
     """Time one shape at one size on every context that can run it.
 
-    The contexts take turns, one run each per round, so a burst of load on the
-    machine hits them all alike; small cases get more rounds (up to 25, about a
+    The contexts take turns, one run each per round in a rotating order, so a burst
+    of load on the machine (or cold caches after another engine) hits them all alike; small cases get more rounds (up to 25, about a
     second in all) so that their medians are steady.
     """
     build = SHAPES[shape]
@@ -269,7 +269,10 @@ def run_case(
     started = time.perf_counter()
     rounds = 0
     while runners and (rounds < repeat or (rounds < 25 and time.perf_counter() - started < 1.0)):
-        for name, run in runners.items():
+        # the order rotates: whoever runs right after another engine pays for cold caches
+        order = list(runners.items())
+        shift = rounds % len(order)
+        for name, run in order[shift:] + order[:shift]:
             seconds, _ = timed(run)
             runs[name].append(seconds)
         rounds += 1
@@ -305,11 +308,11 @@ def run_case(
 def measure_planning(ctx: dl.Context, repeat: int = 50) -> dict[str, Any]:
     dataset = thirty_operator_plan(ctx, 100)
     operators = sum(1 for _ in walk_plan(dataset.node))
-    ctx.plan(dataset.node)  # warm-up
+    ctx.plan(dataset.node, cached=False)  # warm-up
     runs = []
     for _ in range(repeat):
         started = time.perf_counter()
-        placed = ctx.plan(dataset.node)
+        placed = ctx.plan(dataset.node, cached=False)
         runs.append(time.perf_counter() - started)
     return {
         "operators_before_rules": operators,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -36,6 +37,10 @@ class FederationHooks(Protocol):
     def platforms_for(self, node: Node) -> list[Platform]: ...
     def check(self, placed: PlacedPlan) -> None: ...
     def prepare(self, placed: PlacedPlan) -> None: ...
+
+
+#: How many placed plans a Context keeps for plans that run again.
+_PLAN_CACHE_SIZE = 64
 
 
 class Context:
@@ -110,6 +115,7 @@ class Context:
             except OSError:
                 self._history = None  # a read-only home must not stop queries
         self._learner = Learner(self._history)
+        self._placed_cache: dict[tuple[Node, int], PlacedPlan] = {}
         self.last_placed: PlacedPlan | None = None
         #: The federation whose site datasets plans may read (set by ``dl.Federation``).
         self.federation: FederationHooks | None = None
@@ -219,8 +225,24 @@ class Context:
         return Dataset(self, node)
 
     # ---- running -------------------------------------------------------
-    def plan(self, node: Node) -> PlacedPlan:
-        """Optimise and place a plan without running it."""
+    def plan(self, node: Node, *, cached: bool = True) -> PlacedPlan:
+        """Optimise and place a plan without running it.
+
+        Placed plans are kept for plans run again, until the learned model changes;
+        ``cached=False`` always optimises afresh.
+        """
+        if self.federation is not None or not cached:
+            return self._place(node)
+        key = (node, self._learner.generation)
+        placed = self._placed_cache.get(key)
+        if placed is None:
+            placed = self._place(node)
+            if len(self._placed_cache) >= _PLAN_CACHE_SIZE:
+                self._placed_cache.pop(next(iter(self._placed_cache)))
+            self._placed_cache[key] = placed
+        return dataclasses.replace(placed, actual={})
+
+    def _place(self, node: Node) -> PlacedPlan:
         optimized = optimize(node, self._rules)
         fed = self.federation
         if fed is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import fields, replace
@@ -82,6 +83,8 @@ class Learner:
         self.refit_every = refit_every
         self._ratios: dict[str, float] | None = None
         self._runs = 0
+        #: Bumped whenever what was learned changes; plans placed before are stale then.
+        self.generation = 0
         self._lock = threading.Lock()
 
     # ---- cardinality ---------------------------------------------------------------
@@ -138,7 +141,10 @@ class Learner:
             guess = max(raw.get(node_id, 0.0), 1.0)
             learned[fingerprint(node, memo)] = max(actual_rows, 1) / guess
         with self._lock:
+            changed = any(abs(ratios.get(k, math.inf) - v) > 0.01 * v for k, v in learned.items())
             ratios.update(learned)
+            if changed:
+                self.generation += 1
         stages = stage_records(placed)
         if self.history is not None and run_id is not None:
             with contextlib.suppress(Exception):  # best effort, like the history itself
@@ -149,6 +155,7 @@ class Learner:
 
     def refit(self, platforms: Mapping[str, Platform], *, window: int = WINDOW) -> None:
         """Refit every platform's constants from the last ``window`` stage timings."""
+        self.generation += 1
         if self.history is None:
             return
         try:

@@ -136,6 +136,11 @@ def test_demo_command_runs_from_the_cli() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "placed plan" in out.stdout and "feature matrix" in out.stdout
+    # the federated part: three sites with their own storage, each policy shown
+    for expected in ("branch_a", "branch_b", "branch_c", "sqlite", "duckdb", "[site:branch_b]"):
+        assert expected in out.stdout, expected
+    assert "released 0" in out.stdout  # per-customer groups are all below min_group_size
+    assert "epsilon left" in out.stdout
     assert "[python]" in out.stdout
 
 

@@ -10,11 +10,14 @@ app = typer.Typer(help="dalang: one Python pipeline, run where it belongs.", no_
 @app.command()
 def demo(
     transactions: int = typer.Option(100_000, help="How many transactions to generate."),
+    federated: bool = typer.Option(
+        True, help="Also start three local bank sites and run the pipeline at each."
+    ),
 ) -> None:
-    """Generate a small bank data set, run a pipeline on it and show the placed plan."""
+    """Run a pipeline on a generated bank data set, then across three local bank sites."""
     from dalang.demo import run_demo
 
-    run_demo(transactions=transactions)
+    run_demo(transactions=transactions, federated=federated)
 
 
 @app.command()

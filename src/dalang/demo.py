@@ -74,8 +74,14 @@ FEATURE_SCHEMA = pa.schema(
 )
 
 
-def run_demo(*, transactions: int = 100_000, console: Console | None = None) -> dict[str, float]:
-    """Generate the data, run the pipeline, print the placed plan and a summary."""
+def run_demo(
+    *, transactions: int = 100_000, federated: bool = True, console: Console | None = None
+) -> dict[str, float]:
+    """Generate the data, run the pipeline, print the placed plan and a summary.
+
+    With ``federated`` it then starts three local bank sites and runs the same
+    pipeline at each of them, under their policies.
+    """
     console = console or Console()
     with tempfile.TemporaryDirectory(prefix="dalang-demo-") as tmp:
         cpath, tpath = generate_bank(Path(tmp), transactions=transactions)
@@ -125,4 +131,11 @@ def run_demo(*, transactions: int = 100_000, console: Console | None = None) -> 
             f"+ label; fraud rate {summary['fraud_rate']:.3%}"
         )
         ctx.close()
+        if federated:
+            from dalang.demo_federated import run_federated
+
+            fed = run_federated(
+                Path(tmp) / "sites", transactions=max(transactions // 5, 2_000), console=console
+            )
+            summary["federated_feature_rows"] = float(fed["feature_rows"])
         return summary

@@ -31,19 +31,26 @@ def _tpchgen() -> str:
 
 @pytest.fixture(scope="session")
 def tpch_dir() -> Path:
-    """A directory of TPC-H scale 0.1 tables, one ``<table>.parquet`` each."""
-    if not all((DATA_DIR / f"{t}.parquet").exists() for t in TABLES):
-        DATA_DIR.parent.mkdir(parents=True, exist_ok=True)
-        # generate into a temporary folder and rename, so an interrupted run leaves no half data
-        tmp = DATA_DIR.with_name(f"{DATA_DIR.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run(
-            [_tpchgen(), "parquet", "-s", "0.1", f"--output-dir={tmp}"],
-            check=True,
-            capture_output=True,
-        )
-        shutil.rmtree(DATA_DIR, ignore_errors=True)
-        os.replace(tmp, DATA_DIR)
+    """A directory of TPC-H scale 0.1 tables, one ``<table>.parquet`` each.
+
+    Test workers (pytest-xdist) share it: a file lock lets one of them generate it.
+    """
+    import fcntl
+
+    DATA_DIR.parent.mkdir(parents=True, exist_ok=True)
+    with open(DATA_DIR.with_name(f"{DATA_DIR.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not all((DATA_DIR / f"{t}.parquet").exists() for t in TABLES):
+            # generate into a temporary folder and rename: an interrupted run leaves no half data
+            tmp = DATA_DIR.with_name(f"{DATA_DIR.name}.tmp-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            subprocess.run(
+                [_tpchgen(), "parquet", "-s", "0.1", f"--output-dir={tmp}"],
+                check=True,
+                capture_output=True,
+            )
+            shutil.rmtree(DATA_DIR, ignore_errors=True)
+            os.replace(tmp, DATA_DIR)
     return DATA_DIR
 
 

@@ -105,3 +105,21 @@ def test_matches_duckdb(
     assert result.column_names == plan.schema.names
     got = [tuple(row.values()) for row in result.to_pylist()]
     assert_same_rows(got, duckdb_tpch(query_nr), ordered="ORDER BY" in query.upper())
+
+
+@pytest.mark.parametrize("query_nr", QUERIES)
+def test_ctx_sql_with_automatic_placement_matches_duckdb(
+    query_nr: int,
+    tpch_dir: Path,
+    tpch_queries: dict[int, str],
+    duckdb_tpch: Callable[[int], list[tuple[Any, ...]]],
+) -> None:
+    """All 22 queries as a user runs them: ``ctx.sql`` over ``read_parquet`` datasets."""
+    import dalang as dl
+
+    ctx = dl.Context(history=False, progress=False, platforms=["python", "polars", "duckdb"])
+    tables = {name: ctx.read_parquet(tpch_dir / f"{name}.parquet") for name in TABLES}
+    query = tpch_queries[query_nr]
+    result = ctx.sql(query, **tables).to_arrow()
+    got = [tuple(row.values()) for row in result.to_pylist()]
+    assert_same_rows(got, duckdb_tpch(query_nr), ordered="ORDER BY" in query.upper())

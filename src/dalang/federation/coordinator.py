@@ -337,7 +337,8 @@ class Federation:
 
                 write_config(doc, path)
                 paths.append(path)
-            starts = [_start_site(path, Path(tmp)) for path in paths]
+            threads = max(1, (os.cpu_count() or 1) // len(paths))
+            starts = [_start_site(path, Path(tmp), threads=threads) for path in paths]
             processes = [p for p, _ in starts]
             locations = [
                 _wait_ready(p, lines, path, startup_timeout)
@@ -648,9 +649,17 @@ def _load_site_doc(config: str | os.PathLike[str] | Mapping[str, Any]) -> dict[s
     return doc
 
 
-def _start_site(path: Path, tmp: Path) -> tuple[subprocess.Popen[str], queue.Queue[str | None]]:
+def _start_site(
+    path: Path, tmp: Path, *, threads: int
+) -> tuple[subprocess.Popen[str], queue.Queue[str | None]]:
     log = (tmp / f"{path.stem}.log").open("w")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # sites sharing one machine share its cores: each engine gets its part, not all of them
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "DALANG_THREADS": str(threads),
+        "POLARS_MAX_THREADS": str(threads),
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "dalang.cli", "site", "serve", "--config", str(path)],
         stdout=subprocess.PIPE,

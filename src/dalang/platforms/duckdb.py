@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -39,6 +40,12 @@ from dalang.platforms.base import CostParams, Platform
 
 #: Rows per Arrow batch when streaming a result.
 BATCH_ROWS = 1 << 17
+
+
+def _connection_config() -> dict[str, str | bool | int | float | list[str]]:
+    """``DALANG_THREADS`` caps DuckDB's threads (sites that share a machine set it)."""
+    threads = os.environ.get("DALANG_THREADS", "")
+    return {"threads": int(threads)} if threads.isdigit() and int(threads) > 0 else {}
 
 
 class DuckDBPlatform(Platform):
@@ -92,7 +99,7 @@ class DuckDBPlatform(Platform):
     def _connection(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
             if self._con is None:
-                self._con = duckdb.connect(":memory:")
+                self._con = duckdb.connect(":memory:", config=_connection_config())
             return self._con
 
     def close(self) -> None:

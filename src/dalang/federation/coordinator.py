@@ -51,21 +51,12 @@ from dalang.federation.sources import SiteSource
 from dalang.federation.transport import FlightTransport, Transport
 from dalang.optimizer.placement import PlacedPlan
 from dalang.plan.nodes import (
-    Aggregate,
-    Distinct,
-    Filter,
-    FilterRows,
-    FlatMapRows,
-    Join,
-    Limit,
-    MapRows,
+    PYTHON_FUNCTION_NODES,
+    RELATIONAL_NODES,
     Node,
-    Project,
-    ReduceByKey,
     Sample,
     Scan,
-    Sort,
-    UdfChain,
+    StageInput,
     Union,
 )
 from dalang.platforms.base import CostParams, Platform
@@ -129,25 +120,8 @@ class SitePlatform(Platform):
     """
 
     name: ClassVar[str] = "site"
-    supports = frozenset(
-        {
-            Scan,
-            Filter,
-            Project,
-            Join,
-            Aggregate,
-            Sort,
-            Limit,
-            Distinct,
-            Union,
-            Sample,
-            MapRows,
-            FlatMapRows,
-            FilterRows,
-            UdfChain,
-            ReduceByKey,
-        }
-    )
+    # a site cannot be sent Arrow, so no StageInput
+    supports = (RELATIONAL_NODES - {StageInput}) | PYTHON_FUNCTION_NODES | {Sample}
     default_cost = CostParams(
         startup_s=5e-3,  # one round trip
         per_row_s=4e-9,

@@ -272,3 +272,13 @@ def transform_up(node: Node, fn: Callable[[Node], Node]) -> Node:
     """Rebuild the plan bottom-up, applying ``fn`` to each node after its inputs."""
     new_inputs = tuple(transform_up(child, fn) for child in node.inputs)
     return fn(node.with_inputs(new_inputs))
+
+
+#: The relational operators every SQL-like engine runs (and the leaves it reads).
+RELATIONAL_NODES: frozenset[type[Node]] = frozenset(
+    {Scan, StageInput, Filter, Project, Join, Aggregate, Sort, Limit, Distinct, Union}
+)
+#: Operators that call a Python function per row.
+PYTHON_FUNCTION_NODES: frozenset[type[Node]] = frozenset(
+    {MapRows, FlatMapRows, FilterRows, UdfChain, ReduceByKey}
+)

@@ -15,17 +15,10 @@ from sqlglot import exp
 
 from dalang.errors import PlatformError
 from dalang.plan.nodes import (
-    Aggregate,
-    Distinct,
-    Filter,
-    Join,
-    Limit,
+    RELATIONAL_NODES,
     Node,
-    Project,
     Scan,
-    Sort,
     StageInput,
-    Union,
 )
 from dalang.plan.to_sql import (
     EMPTY_COLUMN,
@@ -64,9 +57,7 @@ class DuckDBPlatform(Platform):
     """
 
     name = "duckdb"
-    supports = frozenset(
-        {Scan, StageInput, Filter, Project, Join, Aggregate, Sort, Limit, Distinct, Union}
-    )
+    supports = RELATIONAL_NODES
     # in-process and vectorised: a small start-up, and the cheapest rows of any platform
     default_cost = CostParams(
         startup_s=0.00131,

@@ -26,6 +26,7 @@ from dalang.plan.exprs import (
     output_name,
 )
 from dalang.plan.nodes import (
+    RELATIONAL_NODES,
     Aggregate,
     Distinct,
     Filter,
@@ -64,9 +65,7 @@ class PolarsPlatform(Platform):
     """
 
     name = "polars"
-    supports = frozenset(
-        {Scan, StageInput, Filter, Project, Join, Aggregate, Sort, Limit, Distinct, Union}
-    )
+    supports = RELATIONAL_NODES
     default_cost = CostParams(
         startup_s=0.000109,
         per_row_s=2e-8,

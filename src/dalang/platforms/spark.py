@@ -23,23 +23,10 @@ import pyarrow as pa
 
 from dalang.errors import PlanError, PlatformUnavailable
 from dalang.plan.nodes import (
-    Aggregate,
-    Distinct,
-    Filter,
-    FilterRows,
-    FlatMapRows,
-    Join,
-    Limit,
-    MapRows,
+    PYTHON_FUNCTION_NODES,
+    RELATIONAL_NODES,
     Node,
-    Project,
-    ReduceByKey,
     Sample,
-    Scan,
-    Sort,
-    StageInput,
-    UdfChain,
-    Union,
 )
 from dalang.platforms.base import CostParams, Platform
 
@@ -168,26 +155,7 @@ class SparkPlatform(Platform):
     """
 
     name = "spark"
-    supports = frozenset(
-        {
-            Scan,
-            StageInput,
-            Filter,
-            Project,
-            Join,
-            Aggregate,
-            Sort,
-            Limit,
-            Distinct,
-            Union,
-            Sample,
-            MapRows,
-            FlatMapRows,
-            FilterRows,
-            UdfChain,
-            ReduceByKey,
-        }
-    )
+    supports = RELATIONAL_NODES | PYTHON_FUNCTION_NODES | {Sample}
     # per row and per byte on ONE core; the cost divides them by the cores the cluster has
     default_cost = CostParams(
         startup_s=COLD_START_S,

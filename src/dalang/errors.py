@@ -27,7 +27,8 @@
         ├── PolicyViolation            a fragment a site's policy forbids (dataset, policy)
         │   └── BudgetExhausted        a differential privacy budget that is spent
         ├── ReplayRefused              a nonce seen before, or a clock too far off
-        └── InvalidPlan (ValueError)   a request or plan a site cannot decode
+        ├── InvalidPlan (ValueError)   a request or plan a site cannot decode
+        └── UpdateRejected (ValueError)  a model update refused (shape, dtype, NaN, norm; reason)
 """
 
 from __future__ import annotations
@@ -224,3 +225,14 @@ class ReplayRefused(FederationError):
 
 class InvalidPlan(FederationError, ValueError):
     """A ticket, action body or plan that a site cannot decode or run."""
+
+
+class UpdateRejected(FederationError, ValueError):
+    """A model update that is refused: wrong shape or dtype, NaN/inf, or an outsize norm.
+
+    ``reason`` says which; ``site`` is the sender when known.
+    """
+
+    def __init__(self, reason: str, *, site: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(f"update rejected: {reason}", site=site, retryable=False)

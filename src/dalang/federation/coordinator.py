@@ -529,6 +529,65 @@ class Federation:
             delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    # ---- federated learning ---------------------------------------------------
+    def train(
+        self,
+        data: Dataset,
+        *,
+        features: Sequence[str],
+        label: str,
+        trainer: Any,
+        strategy: Any,
+        rounds: int,
+        secure_aggregation: bool = False,
+        local_epochs: int = 1,
+        lr: float = 0.1,
+        min_sites: int = 1,
+        round_timeout: float = 30.0,
+        eval_fraction: float = 0.2,
+        seed: int = 0,
+        resume: str | None = None,
+    ) -> Any:
+        """Train a model at the sites that hold ``data``; its rows never leave them.
+
+        Each site runs its part of ``data``'s plan, holds out ``eval_fraction`` of the
+        rows (split by ``seed``), and trains ``trainer`` for ``local_epochs`` per round
+        if its dataset policy lists the trainer; ``strategy`` aggregates the updates.
+        Sites that fail or miss ``round_timeout`` are left out while ``min_sites``
+        remain; invalid updates (shape, NaN, norm) are refused. Every round is
+        checkpointed under ``$DALANG_HOME/runs/<run_id>/``; ``resume=run_id`` continues.
+
+        Returns a :class:`dalang.learn.TrainResult` (``model``, ``history``, ``run_id``).
+
+        Examples
+        --------
+        >>> from dalang import learn
+        >>> result = fed.train(fed.table("digits"), features=cols, label="y",  # doctest: +SKIP
+        ...                    trainer=learn.LogisticRegression(), strategy=learn.FedAvg(),
+        ...                    rounds=10)
+        >>> result.history[-1].metrics["accuracy"]  # doctest: +SKIP
+        0.95
+        """
+        from dalang.learn.rounds import train
+
+        return train(
+            self,
+            data,
+            features=features,
+            label=label,
+            trainer=trainer,
+            strategy=strategy,
+            rounds=rounds,
+            secure_aggregation=secure_aggregation,
+            local_epochs=local_epochs,
+            lr=lr,
+            min_sites=min_sites,
+            round_timeout=round_timeout,
+            eval_fraction=eval_fraction,
+            seed=seed,
+            resume=resume,
+        )
+
     # ---- lifecycle ----------------------------------------------------------
     def close(self) -> None:
         """Disconnect; stop the site processes this federation started."""

@@ -313,6 +313,30 @@ def enforce(
     )
 
 
+def enforce_training(
+    node: N.Node, policies: Mapping[str, Policy]
+) -> tuple[N.Node, tuple[str, ...]]:
+    """Check a training data plan: published datasets, columns and approved UDFs only.
+
+    No egress check: the rows stay at the site (a dataset with ``egress = "none"`` can
+    be trained on); which trainers may run is the caller's check (the policy's
+    ``trainers``). Returns the plan with explicit scan columns and the datasets read.
+    """
+    for n in N.walk_plan(node):
+        if isinstance(n, N.StageInput):
+            raise InvalidPlan("a site fragment cannot have StageInput leaves")
+    names = datasets_read(node)
+    if not names:
+        raise PolicyViolation("a training plan must read at least one published dataset")
+    for name in names:
+        if name not in policies:
+            raise PolicyViolation(f"dataset {name!r} is not published here", dataset=name)
+    node = _publish_columns(node, policies)
+    _check_schema(node, names, policies)
+    _check_udfs(node, names, policies)
+    return node, tuple(names)
+
+
 def _publish_columns(node: N.Node, policies: Mapping[str, Policy]) -> N.Node:
     """Scans name their columns explicitly: those asked for, all of them published."""
 

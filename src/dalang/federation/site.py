@@ -26,6 +26,7 @@ from dalang.errors import (
     PolicyViolation,
 )
 from dalang.federation import protocol as P
+from dalang.federation import training as T
 from dalang.federation.audit import AuditLog
 from dalang.federation.config import ConfigError, DatasetConfig, SiteConfig, load_config
 from dalang.federation.policy import (
@@ -34,6 +35,7 @@ from dalang.federation.policy import (
     bind_sources,
     decode_fragment,
     enforce,
+    enforce_training,
 )
 from dalang.federation.privacy import BudgetLedger, new_rng
 from dalang.federation.sources import SiteSource
@@ -158,6 +160,7 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
         self._local = threading.local()
         self._contexts: list[Any] = []
         self._contexts_lock = threading.Lock()
+        self._training_data = T.DataCache()
         kwargs: dict[str, Any] = {"middleware": {"auth": _AuthFactory(self)}}
         if config.tls_cert is not None and config.tls_key is not None:
             kwargs["tls_certificates"] = [
@@ -338,6 +341,72 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
 
             table = ctx.execute(_rebuild(spec.above, N.Scan(ArrowSource(table))))
         return table, enforced, spec.epsilon
+
+    # ---- training (rows never leave: weights in, weights and metrics out) ----
+    def do_exchange(self, context: Any, descriptor: Any, reader: Any, writer: Any) -> None:
+        """``describe``/``train``/``evaluate``: the JSON request is the descriptor's command,
+        the global weights the incoming stream; the reply is weights with a JSON document."""
+        entry: dict[str, Any] = {"who": self._who(context), "action": "train"}
+        try:
+            body = P.decode_action_body(descriptor.command or b"")
+            request = T.TrainRequest.from_json(body)
+            entry["action"] = request.kind
+            entry["fragment"] = P.fragment_hash(request.plan)
+            entry["trainer"] = request.trainer[:60]
+            entry["round"] = request.round
+            self._check_replay(*P.check_fresh(body))
+            weights = T.weights_from_batches(reader.schema, reader.read_all().to_batches())
+            doc, out = self._train_step(request, weights, entry)
+        except Exception as e:
+            entry["dataset"] = getattr(e, "dataset", None)
+            self.audit_event(**entry, status="refused", reason=_reason(e))
+            raise self._fail(e) from None
+        schema, batches = T.weights_to_batches(out, doc=doc)
+        writer.begin(schema)
+        for batch in batches:
+            writer.write_batch(batch)
+        self.audit_event(**entry, status="accepted", bytes=sum(b.nbytes for b in batches))
+
+    def _train_step(
+        self, request: T.TrainRequest, weights: T.Weights, entry: dict[str, Any]
+    ) -> tuple[dict[str, Any], T.Weights]:
+        node = decode_fragment(
+            request.plan, self.published, self.policies, udf_modules=self.config.udf_modules
+        )
+        plan, datasets = enforce_training(node, self.policies)
+        entry["datasets"] = sorted(set(datasets))
+        T.check_trainer(request.trainer, datasets, self.policies)
+        trainer = T.build_trainer(request.trainer, request.config, modules=self.config.udf_modules)
+        digest = T.trainer_digest(trainer)
+        if digest is not None:
+            T.check_trainer(request.trainer, datasets, self.policies, digest=digest)
+        key = T.DataCache.key(request)
+        data = self._training_data.get(key)
+        if data is None:
+            try:
+                table = self._context().execute(bind_sources(plan, self._sources))
+            except FederationError:
+                raise
+            except Exception as e:
+                log.warning("training plan failed", exc_info=e)
+                raise InvalidPlan(
+                    f"the training plan failed at the site ({type(e).__name__})"
+                ) from None
+            data = T.split(
+                table,
+                request.features,
+                request.label,
+                seed=request.seed,
+                eval_fraction=request.eval_fraction,
+            )
+            self._training_data.put(key, data)
+        if request.kind == T.EXCHANGE_DESCRIBE:
+            return T.describe(data), []
+        if request.kind == T.EXCHANGE_EVALUATE:
+            return {"metrics": T.evaluate(trainer, weights, data)}, []
+        new, metrics = T.fit(trainer, weights, data, request)
+        entry["rows"] = int(data.y_fit.size)
+        return {"metrics": metrics}, new
 
     def close(self) -> None:
         """Stop serving and release the local engines."""

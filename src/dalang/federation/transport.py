@@ -19,7 +19,7 @@ import json
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -55,6 +55,15 @@ class Transport(ABC):
         dp: P.DpRequest | None = None,
     ) -> pa.Table:
         """Run a fragment (``plan_to_json`` text) at the site and return its Arrow result."""
+
+    def exchange(
+        self, request: Mapping[str, Any], weights: Sequence[Any], *, timeout: float
+    ) -> tuple[dict[str, Any], list[Any]]:
+        """A training step at the site (``describe``/``train``/``evaluate``): the request
+        document and weights go there; its answer document and weights come back."""
+        raise FederationError(
+            f"{type(self).__name__} cannot train", site=getattr(self, "site", None)
+        )
 
     def close(self) -> None:  # noqa: B027 - the in-memory transport holds nothing
         """Release the connection."""
@@ -134,6 +143,33 @@ class FlightTransport(Transport):
         ticket = P.encode_ticket(plan_json, request_id=request_id, dp=dp)
         try:
             return _aligned(client.do_get(ticket, options).read_all())
+        except DalangError:
+            raise
+        except Exception as e:
+            raise P.from_flight_error(e, site=self.site) from None
+
+    def exchange(
+        self, request: Mapping[str, Any], weights: Sequence[Any], *, timeout: float
+    ) -> tuple[dict[str, Any], list[Any]]:
+        import pyarrow.flight as flight
+
+        from dalang.federation import training as T
+
+        client = self._connect()
+        options = P.call_options(self._token, timeout=timeout)
+        descriptor = flight.FlightDescriptor.for_command(P.action_body(**request))
+        schema, batches = T.weights_to_batches(weights)
+        try:
+            writer, reader = client.do_exchange(descriptor, options)
+            with writer:
+                writer.begin(schema)
+                for batch in batches:
+                    writer.write_batch(batch)
+                writer.done_writing()
+                answer = reader.read_all()
+            return T.doc_of(answer.schema), T.weights_from_batches(
+                answer.schema, answer.to_batches()
+            )
         except DalangError:
             raise
         except Exception as e:

@@ -1,0 +1,696 @@
+"""Secure aggregation (SecAgg+ style): the coordinator learns the sum of the updates, nothing else.
+
+The protocol follows Bonawitz et al. (CCS 2017) with the sparse neighbour graph of SecAgg+
+(Bell et al., CCS 2020). Every message is plain bytes or an unsigned-integer array, so the same
+classes run in one process (:func:`simulate_secure_sum`) and over any wire.
+
+Round by round, for a client ``u`` and the server:
+
+1. ``advertise_keys``: ``u`` makes two X25519 key pairs for this round (one for the channel
+   between clients, one for the pairwise masks) and sends both public keys.
+2. ``share_keys``: ``u`` splits its mask private key and a fresh self-mask seed into Shamir
+   shares (threshold ``t``), one per neighbour, each encrypted with AES-GCM under the key it
+   agrees with that neighbour; the server only routes the ciphertexts.
+3. ``masked_update``: ``u`` quantises its update into the ring Z/2^m and adds its self mask and,
+   for every neighbour ``v`` that shared keys, ``+PRG(s_uv)`` if ``u < v`` else ``-PRG(s_uv)``.
+   The pairwise masks cancel in the sum; the self mask keeps the update hidden even from a
+   server that claims ``u`` dropped out.
+4. ``unmask_shares``: survivors send shares of the self-mask seed of each client whose masked
+   update arrived, and of the mask private key of each client that dropped before sending it
+   (never both for one client). With ``t`` shares per secret the server removes every mask.
+
+The PRG is AES-256 in counter mode (a stream of uniform bits at memory speed, with AES-NI).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import struct
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from dalang.errors import DalangError
+
+__all__ = [
+    "PRIME",
+    "SecAggClient",
+    "SecAggError",
+    "SecAggParams",
+    "SecAggServer",
+    "Share",
+    "TamperedMessage",
+    "TooFewSurvivors",
+    "combine_shares",
+    "dequantize",
+    "neighbours_of",
+    "prg_expand",
+    "quantize",
+    "simulate_secure_sum",
+    "split_secret",
+]
+
+PRIME = 2**521 - 1
+"""The Mersenne prime of the field Shamir shares live in; any 32-byte secret fits below it."""
+
+_SECRET_BYTES = 32
+_FIELD_BYTES = (PRIME.bit_length() + 7) // 8  # 66
+_SHARE_BYTES = 4 + _FIELD_BYTES
+_KEYS_BYTES = 64  # two X25519 public keys
+_NONCE_BYTES = 12
+_PLAIN = struct.Struct(">II")  # sender, receiver ahead of the two shares
+
+Token = Callable[[int], bytes]
+"""Where randomness comes from: ``token(n)`` returns ``n`` uniform bytes."""
+
+
+class SecAggError(DalangError):
+    """Secure aggregation cannot go on (a protocol step out of order, a bad message)."""
+
+
+class TooFewSurvivors(SecAggError, RuntimeError):
+    """Fewer clients answered than the threshold: the masks cannot be removed, the sum is lost."""
+
+
+class TamperedMessage(SecAggError, ValueError):
+    """A ciphertext that fails authentication, or a message of the wrong size or addressee."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Shamir secret sharing over GF(PRIME)
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One point ``(x, y)`` of a Shamir polynomial; ``x`` is the holder's id plus one."""
+
+    x: int
+    y: int
+
+    def to_bytes(self) -> bytes:
+        return self.x.to_bytes(4, "big") + self.y.to_bytes(_FIELD_BYTES, "big")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Share:
+        if len(data) != _SHARE_BYTES:
+            raise TamperedMessage(f"a share is {_SHARE_BYTES} bytes, got {len(data)}")
+        y = int.from_bytes(data[4:], "big")
+        if y >= PRIME:
+            raise TamperedMessage("a share outside the field")
+        return cls(int.from_bytes(data[:4], "big"), y)
+
+
+def split_secret(
+    secret: bytes, *, threshold: int, holders: Sequence[int], token: Token = os.urandom
+) -> dict[int, Share]:
+    """Split ``secret`` so that any ``threshold`` of ``holders`` (ids >= 0) can rebuild it.
+
+    Examples
+    --------
+    >>> shares = split_secret(b"k" * 32, threshold=2, holders=[0, 1, 2])
+    >>> combine_shares([shares[0], shares[2]]) == b"k" * 32
+    True
+    """
+    if not 1 <= threshold <= len(holders):
+        raise ValueError(f"threshold must be in 1..{len(holders)}, got {threshold}")
+    if len(secret) != _SECRET_BYTES:
+        raise ValueError(f"a secret is {_SECRET_BYTES} bytes, got {len(secret)}")
+    coefficients = [int.from_bytes(secret, "big")] + [
+        int.from_bytes(token(_FIELD_BYTES), "big") % PRIME for _ in range(threshold - 1)
+    ]
+    shares: dict[int, Share] = {}
+    for holder in holders:
+        x = holder + 1
+        y = 0
+        for c in reversed(coefficients):  # Horner
+            y = (y * x + c) % PRIME
+        shares[holder] = Share(x, y)
+    return shares
+
+
+@functools.lru_cache(maxsize=256)
+def _lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
+    # one set of coefficients serves every secret rebuilt from the same holders
+    out = []
+    for xi in xs:
+        num, den = 1, 1
+        for xj in xs:
+            if xj != xi:
+                num = num * xj % PRIME
+                den = den * (xj - xi) % PRIME
+        out.append(num * pow(den, -1, PRIME) % PRIME)
+    return tuple(out)
+
+
+def combine_shares(shares: Collection[Share]) -> bytes:
+    """Rebuild the secret from shares by Lagrange interpolation at zero.
+
+    Any ``threshold`` shares give the secret; fewer give an unrelated value.
+    """
+    points = sorted((s.x, s.y) for s in shares)
+    xs = tuple(x for x, _ in points)
+    if len(set(xs)) != len(xs):
+        raise ValueError("two shares with the same x")
+    coefficients = _lagrange_at_zero(xs)
+    secret = sum(c * y for c, (_, y) in zip(coefficients, points, strict=True)) % PRIME
+    if secret >= 1 << (8 * _SECRET_BYTES):
+        raise SecAggError("the shares do not rebuild a secret (too few, or not from one split)")
+    return secret.to_bytes(_SECRET_BYTES, "big")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixed point
+
+
+def quantize(
+    x: np.ndarray[Any, Any],
+    clip: float,
+    bits: int,
+    *,
+    dtype: type[np.unsignedinteger[Any]] = np.uint64,
+) -> np.ndarray[Any, Any]:
+    """Map ``x`` clipped to ``[-clip, clip]`` onto the integers ``0 .. 2**bits - 1``.
+
+    A sum of ``n`` quantised vectors is exact in the ring Z/2^m while ``n * 2**bits <= 2**m``;
+    :func:`dequantize` with ``n`` maps it back. Rounding is to nearest: each element is off by at
+    most ``clip / (2**bits - 1)``.
+
+    Examples
+    --------
+    >>> q = quantize(np.array([-1.0, 0.0, 1.0]), 1.0, 8)
+    >>> q.tolist()
+    [0, 128, 255]
+    >>> dequantize(q, 1.0, 8).round(2).tolist()
+    [-1.0, 0.0, 1.0]
+    """
+    if not 1 <= bits <= 62:
+        raise ValueError(f"bits must be in 1..62, got {bits}")
+    if clip <= 0:
+        raise ValueError(f"clip must be positive, got {clip}")
+    scale = ((1 << bits) - 1) / (2.0 * clip)
+    q = np.clip(np.asarray(x, dtype=np.float64), -clip, clip)
+    q += clip
+    q *= scale
+    np.rint(q, out=q)
+    return q.astype(dtype)
+
+
+def dequantize(
+    q: np.ndarray[Any, Any], clip: float, bits: int, *, n: int = 1
+) -> np.ndarray[Any, Any]:
+    """Map a sum of ``n`` quantised vectors back to floats (float64)."""
+    scale = (2.0 * clip) / ((1 << bits) - 1)
+    out = np.asarray(q).astype(np.float64)
+    out *= scale
+    out -= n * clip
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Key derivation and the PRG
+
+
+def _hkdf(secret: bytes, *, info: bytes, context: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=context, info=info).derive(secret)
+
+
+def prg_expand(
+    seed: bytes,
+    size: int,
+    dtype: type[np.unsignedinteger[Any]],
+    *,
+    out: np.ndarray[Any, Any] | None = None,
+) -> np.ndarray[Any, Any]:
+    """``size`` uniform integers of ``dtype`` from a 32-byte seed (AES-256-CTR keystream)."""
+    itemsize = np.dtype(dtype).itemsize
+    if out is None:
+        out = np.zeros(size, dtype=dtype)
+    else:
+        out[...] = 0
+    encryptor = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
+    view = memoryview(out.view(np.uint8).reshape(-1))  # type: ignore[arg-type]
+    n = encryptor.update_into(view, view)  # in place: keystream XOR zeros
+    assert n == size * itemsize
+    return out
+
+
+def _pair_sign(u: int, v: int) -> int:
+    return 1 if u < v else -1
+
+
+def neighbours_of(client: int, clients: Sequence[int], k: int | None) -> list[int]:
+    """The SecAgg+ neighbours of ``client``: ``k`` nearest on the ring of sorted ids (all if None).
+
+    The graph is symmetric: ``v in neighbours_of(u)`` exactly when ``u in neighbours_of(v)``.
+    """
+    ring = sorted(set(clients))
+    n = len(ring)
+    if k is None or k >= n - 1:
+        return [c for c in ring if c != client]
+    half = max(1, k // 2)
+    at = ring.index(client)
+    picked = {ring[(at + step) % n] for step in range(1, half + 1)}
+    picked |= {ring[(at - step) % n] for step in range(1, half + 1)}
+    picked.discard(client)
+    return sorted(picked)
+
+
+@dataclass(frozen=True, slots=True)
+class SecAggParams:
+    """What every party of one secure-aggregation round agrees on.
+
+    ``threshold``: shares needed to rebuild a secret (the sum survives ``holders - threshold``
+    dropouts per neighbourhood). ``clip``/``bits``: fixed-point range and precision.
+    ``modulus_bits``: the ring Z/2^m the masks live in (32 or 64). ``neighbours``: the SecAgg+
+    neighbourhood size, or None for the complete graph of SecAgg. ``round``: binds the keys and
+    ciphertexts to one round so nothing can be replayed into another.
+    """
+
+    threshold: int
+    clip: float = 8.0
+    bits: int = 22
+    modulus_bits: int = 32
+    neighbours: int | None = None
+    round: int = 0
+
+    def __post_init__(self) -> None:
+        if self.threshold < 1:
+            raise ValueError(f"threshold must be at least 1, got {self.threshold}")
+        if self.modulus_bits not in (32, 64):
+            raise ValueError(f"modulus_bits must be 32 or 64, got {self.modulus_bits}")
+        if self.bits >= self.modulus_bits:
+            raise ValueError(f"bits ({self.bits}) must be below modulus_bits ({self.modulus_bits})")
+
+    @property
+    def dtype(self) -> type[np.unsignedinteger[Any]]:
+        return np.uint32 if self.modulus_bits == 32 else np.uint64
+
+    @property
+    def max_clients(self) -> int:
+        """How many quantised vectors the ring can sum without wrapping."""
+        return (1 << self.modulus_bits) // ((1 << self.bits) - 1)
+
+    @property
+    def context(self) -> bytes:
+        return b"dalang-secagg/v1/" + self.round.to_bytes(8, "big")
+
+    @classmethod
+    def for_clients(
+        cls, n: int, *, threshold: int | None = None, bits: int = 22, **kw: Any
+    ) -> SecAggParams:
+        """Parameters for ``n`` clients: the 32-bit ring when it holds the sum, else 64-bit.
+
+        ``threshold`` defaults to a majority of the share holders (a client and its neighbours).
+        """
+        k = kw.get("neighbours")
+        holders = n if k is None else min(n, 2 * max(1, k // 2) + 1)
+        t = holders // 2 + 1 if threshold is None else threshold
+        m = 32 if bits + math.ceil(math.log2(n + 1)) <= 32 else 64
+        return cls(threshold=t, bits=bits, modulus_bits=m, **kw)
+
+
+def _check_id(client: int) -> None:
+    if not 0 <= client < 2**32 - 1:
+        raise ValueError(f"a client id is an int in 0..2**32-2, got {client}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The client
+
+
+@dataclass
+class SecAggClient:
+    """One site's side of a secure-aggregation round.
+
+    Examples
+    --------
+    See :func:`simulate_secure_sum`, which drives clients and a server message by message.
+    """
+
+    client_id: int
+    params: SecAggParams
+    token: Token = os.urandom
+    _channel_sk: X25519PrivateKey = field(init=False, repr=False)
+    _mask_sk: X25519PrivateKey = field(init=False, repr=False)
+    _self_seed: bytes = field(init=False, repr=False)
+    _peers: dict[int, tuple[X25519PublicKey, X25519PublicKey]] = field(
+        init=False, repr=False, default_factory=dict
+    )
+    _holders: list[int] = field(init=False, repr=False, default_factory=list)
+    _held: dict[int, tuple[Share, Share]] = field(init=False, repr=False, default_factory=dict)
+    _sent_masked: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        _check_id(self.client_id)
+        self._channel_sk = X25519PrivateKey.from_private_bytes(self.token(32))
+        self._mask_sk = X25519PrivateKey.from_private_bytes(self.token(32))
+        self._self_seed = self.token(32)
+
+    def advertise_keys(self) -> bytes:
+        """Round 1: the two public keys, 64 bytes (channel key, then mask key)."""
+        return (
+            self._channel_sk.public_key().public_bytes_raw()
+            + self._mask_sk.public_key().public_bytes_raw()
+        )
+
+    def share_keys(self, peers: Mapping[int, bytes]) -> dict[int, bytes]:
+        """Round 2: given every client's advertised keys, encrypted shares for each neighbour.
+
+        Returns ``{neighbour: ciphertext}``; the server routes each ciphertext to its neighbour.
+        """
+        if len(peers) < self.params.threshold:
+            raise TooFewSurvivors(
+                f"{len(peers)} clients advertised keys, "
+                f"fewer than the threshold {self.params.threshold}"
+            )
+        if self.client_id not in peers:
+            raise SecAggError("the key list does not include this client")
+        for peer, keys in peers.items():
+            _check_id(peer)
+            if len(keys) != _KEYS_BYTES:
+                raise TamperedMessage(
+                    f"client {peer}'s keys are {len(keys)} bytes, expected {_KEYS_BYTES}"
+                )
+        if len({keys for keys in peers.values()}) != len(peers):
+            raise TamperedMessage("two clients advertised the same keys")
+        neighbours = neighbours_of(self.client_id, list(peers), self.params.neighbours)
+        holders = [*neighbours, self.client_id]
+        if len(holders) < self.params.threshold:
+            raise ValueError(
+                f"{len(holders)} share holders per client, "
+                f"fewer than the threshold {self.params.threshold}"
+            )
+        for peer in neighbours:
+            keys = peers[peer]
+            self._peers[peer] = (
+                X25519PublicKey.from_public_bytes(keys[:32]),
+                X25519PublicKey.from_public_bytes(keys[32:]),
+            )
+        self._holders = holders
+        mask_key = self._mask_sk.private_bytes_raw()
+        key_shares = split_secret(
+            mask_key, threshold=self.params.threshold, holders=holders, token=self.token
+        )
+        seed_shares = split_secret(
+            self._self_seed, threshold=self.params.threshold, holders=holders, token=self.token
+        )
+        self._held[self.client_id] = (key_shares[self.client_id], seed_shares[self.client_id])
+        out: dict[int, bytes] = {}
+        for peer in neighbours:
+            plain = (
+                _PLAIN.pack(self.client_id, peer)
+                + key_shares[peer].to_bytes()
+                + seed_shares[peer].to_bytes()
+            )
+            nonce = self.token(_NONCE_BYTES)
+            aad = self.params.context + _PLAIN.pack(self.client_id, peer)
+            out[peer] = nonce + AESGCM(self._channel_key(peer)).encrypt(nonce, plain, aad)
+        return out
+
+    def receive_shares(self, ciphertexts: Mapping[int, bytes]) -> None:
+        """Round 2, receiving end: decrypt and keep the shares each neighbour sent.
+
+        Raises :class:`TamperedMessage` when a ciphertext fails authentication.
+        """
+        for sender, message in ciphertexts.items():
+            if sender not in self._peers:
+                raise TamperedMessage(f"shares from client {sender}, which is not a neighbour")
+            aad = self.params.context + _PLAIN.pack(sender, self.client_id)
+            try:
+                plain = AESGCM(self._channel_key(sender)).decrypt(
+                    message[:_NONCE_BYTES], message[_NONCE_BYTES:], aad
+                )
+            except InvalidTag:
+                raise TamperedMessage(
+                    f"the shares from client {sender} fail authentication"
+                ) from None
+            if len(plain) != _PLAIN.size + 2 * _SHARE_BYTES or _PLAIN.unpack_from(plain) != (
+                sender,
+                self.client_id,
+            ):
+                raise TamperedMessage(f"the shares from client {sender} are malformed")
+            body = plain[_PLAIN.size :]
+            self._held[sender] = (
+                Share.from_bytes(body[:_SHARE_BYTES]),
+                Share.from_bytes(body[_SHARE_BYTES:]),
+            )
+
+    def masked_update(self, vector: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Round 3: the quantised update plus the self mask and the pairwise masks, mod 2^m.
+
+        Pairwise masks are added for the neighbours whose shares arrived (the others dropped
+        before round 2 and are left out on both sides).
+        """
+        p = self.params
+        flat = np.asarray(vector).reshape(-1)
+        y = quantize(flat, p.clip, p.bits, dtype=p.dtype)
+        scratch = np.empty_like(y)
+        y += prg_expand(self._self_seed, y.size, p.dtype, out=scratch)
+        for peer in sorted(self._held):
+            if peer == self.client_id:
+                continue
+            mask = prg_expand(self._pair_seed(peer), y.size, p.dtype, out=scratch)
+            if _pair_sign(self.client_id, peer) > 0:
+                y += mask
+            else:
+                y -= mask
+        self._sent_masked = True
+        return y
+
+    def unmask_shares(
+        self, survivors: Collection[int], dropped: Collection[int]
+    ) -> dict[int, bytes]:
+        """Round 4: self-mask seed shares of survivors, mask key shares of dropped clients.
+
+        Refuses to give both for one client (that would unmask its update), and refuses when fewer
+        clients survived than the threshold.
+        """
+        survivors, dropped = set(survivors), set(dropped)
+        if survivors & dropped:
+            raise SecAggError(
+                f"clients {sorted(survivors & dropped)} are listed as survivors and dropped"
+            )
+        if len(survivors) < self.params.threshold:
+            raise TooFewSurvivors(
+                f"{len(survivors)} masked updates arrived, "
+                f"fewer than the threshold {self.params.threshold}"
+            )
+        if self.client_id in dropped:
+            raise SecAggError("this client is alive but listed as dropped")
+        out: dict[int, bytes] = {}
+        for owner, (key_share, seed_share) in self._held.items():
+            if owner in survivors:
+                out[owner] = seed_share.to_bytes()
+            elif owner in dropped:
+                out[owner] = key_share.to_bytes()
+        return out
+
+    def _channel_key(self, peer: int) -> bytes:
+        shared = self._channel_sk.exchange(self._peers[peer][0])
+        return _hkdf(shared, info=b"channel", context=self.params.context)
+
+    def _pair_seed(self, peer: int) -> bytes:
+        shared = self._mask_sk.exchange(self._peers[peer][1])
+        return _hkdf(shared, info=b"mask", context=self.params.context)
+
+
+# ---------------------------------------------------------------------------------------------
+# The server
+
+
+@dataclass
+class SecAggServer:
+    """The coordinator's side: routes messages, sums masked updates, removes the masks.
+
+    It sees public keys, ciphertexts it cannot open, uniformly masked vectors, and at the end
+    exactly the shares it needs, so it learns the sum and nothing else.
+    """
+
+    params: SecAggParams
+    _keys: dict[int, bytes] = field(default_factory=dict, repr=False)
+    _routes: dict[int, dict[int, bytes]] = field(default_factory=dict, repr=False)
+    _sum: np.ndarray[Any, Any] | None = field(default=None, repr=False)
+    _masked_from: set[int] = field(default_factory=set)
+    _unmask: dict[int, dict[int, bytes]] = field(default_factory=dict, repr=False)
+
+    def receive_keys(self, client: int, message: bytes) -> None:
+        _check_id(client)
+        if len(message) != _KEYS_BYTES:
+            raise TamperedMessage(
+                f"client {client}'s keys are {len(message)} bytes, expected {_KEYS_BYTES}"
+            )
+        self._keys[client] = bytes(message)
+
+    def keys(self) -> dict[int, bytes]:
+        """The advertised keys, broadcast to every client for round 2."""
+        return dict(self._keys)
+
+    def receive_shares(self, client: int, ciphertexts: Mapping[int, bytes]) -> None:
+        if client not in self._keys:
+            raise SecAggError(f"client {client} sent shares without advertising keys")
+        self._routes[client] = dict(ciphertexts)
+
+    def shares_for(self, client: int) -> dict[int, bytes]:
+        """The ciphertexts addressed to ``client``, by sender."""
+        return {u: route[client] for u, route in self._routes.items() if client in route}
+
+    def receive_masked(self, client: int, masked: np.ndarray[Any, Any]) -> None:
+        """Add one masked update into the running modular sum."""
+        if client not in self._routes:
+            raise SecAggError(f"client {client} sent a masked update without sharing its keys")
+        if client in self._masked_from:
+            raise SecAggError(f"client {client} sent two masked updates")
+        y = np.asarray(masked)
+        if y.dtype != self.params.dtype or y.ndim != 1:
+            raise TamperedMessage(
+                f"a masked update is a 1-d {np.dtype(self.params.dtype)} array, got {y.dtype}"
+            )
+        if self._sum is None:
+            self._sum = y.copy()
+        elif y.shape != self._sum.shape:
+            raise TamperedMessage(
+                f"client {client}'s update has {y.size} values, expected {self._sum.size}"
+            )
+        else:
+            self._sum += y
+        self._masked_from.add(client)
+        if len(self._masked_from) > self.params.max_clients:
+            raise SecAggError(
+                f"the {self.params.modulus_bits}-bit ring cannot hold "
+                f"more sums at {self.params.bits} bits"
+            )
+
+    def unmask_request(self) -> tuple[list[int], list[int]]:
+        """Round 4's question to survivors: (clients whose update arrived, clients that dropped)."""
+        survivors = sorted(self._masked_from)
+        dropped = sorted(set(self._routes) - self._masked_from)
+        if len(survivors) < self.params.threshold:
+            raise TooFewSurvivors(
+                f"{len(survivors)} masked updates arrived, "
+                f"fewer than the threshold {self.params.threshold}"
+            )
+        return survivors, dropped
+
+    def receive_unmask(self, client: int, shares: Mapping[int, bytes]) -> None:
+        if client not in self._masked_from:
+            raise SecAggError(f"client {client} answered round 4 without a masked update")
+        self._unmask[client] = dict(shares)
+
+    def aggregate_quantized(self) -> np.ndarray[Any, Any]:
+        """The sum of the survivors' quantised updates in Z/2^m (masks removed)."""
+        if self._sum is None:
+            raise TooFewSurvivors("no masked update arrived")
+        survivors, dropped = self.unmask_request()
+        total = self._sum.copy()
+        scratch = np.empty_like(total)
+        p = self.params
+        for owner in survivors:
+            seed = self._rebuild(owner)
+            total -= prg_expand(seed, total.size, p.dtype, out=scratch)
+        for owner in dropped:
+            mask_sk = X25519PrivateKey.from_private_bytes(self._rebuild(owner))
+            for v in sorted(self._routes[owner]):
+                if v not in self._masked_from or owner not in self._routes.get(v, {}):
+                    continue  # v's mask includes owner only when v received owner's shares
+                shared = mask_sk.exchange(X25519PublicKey.from_public_bytes(self._keys[v][32:]))
+                mask = prg_expand(
+                    _hkdf(shared, info=b"mask", context=p.context), total.size, p.dtype, out=scratch
+                )
+                if _pair_sign(v, owner) > 0:
+                    total -= mask
+                else:
+                    total += mask
+        return total
+
+    def aggregate(self) -> np.ndarray[Any, Any]:
+        """The sum of the survivors' updates, dequantised (float64)."""
+        n = len(self._masked_from)
+        return dequantize(self.aggregate_quantized(), self.params.clip, self.params.bits, n=n)
+
+    def _rebuild(self, owner: int) -> bytes:
+        shares = []
+        for _, answers in sorted(self._unmask.items()):
+            if owner in answers:
+                shares.append(Share.from_bytes(answers[owner]))
+        if len(shares) < self.params.threshold:
+            raise TooFewSurvivors(
+                f"{len(shares)} shares of client {owner}'s secret arrived, "
+                f"fewer than the threshold {self.params.threshold}"
+            )
+        return combine_shares(shares[: self.params.threshold])
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process run
+
+
+def _seeded_token(seed: int) -> Token:
+    rng = np.random.default_rng(seed)
+
+    def token(n: int) -> bytes:
+        return rng.bytes(n)
+
+    return token
+
+
+def simulate_secure_sum(
+    updates: Sequence[np.ndarray[Any, Any]],
+    *,
+    threshold: int | None = None,
+    drop: Collection[int] = (),
+    late_drop: Collection[int] = (),
+    seed: int | None = None,
+    clip: float = 8.0,
+    bits: int = 22,
+    neighbours: int | None = None,
+) -> np.ndarray[Any, Any]:
+    """Run the whole protocol in one process; return the securely computed sum.
+
+    ``drop``: clients (indices) that vanish after sharing their keys, before sending their masked
+    update; their updates are left out and their pairwise masks removed. ``late_drop``: clients
+    that send their masked update and then vanish before round 4; their updates count. The
+    result is the sum over every client not in ``drop``, within quantisation error
+    (``clip / (2**bits - 1)`` per client and element). ``seed`` makes the keys reproducible
+    (tests and benchmarks only).
+
+    Examples
+    --------
+    >>> xs = [np.full(3, float(i)) for i in range(5)]
+    >>> simulate_secure_sum(xs, threshold=3, drop=[4]).round(3).tolist()
+    [6.0, 6.0, 6.0]
+    """
+    n = len(updates)
+    params = SecAggParams.for_clients(
+        n, threshold=threshold, bits=bits, clip=clip, neighbours=neighbours
+    )
+    token: Token = os.urandom if seed is None else _seeded_token(seed)
+    shape = np.asarray(updates[0]).shape
+    clients = [SecAggClient(i, params, token) for i in range(n)]
+    server = SecAggServer(params)
+    for c in clients:
+        server.receive_keys(c.client_id, c.advertise_keys())
+    keys = server.keys()
+    for c in clients:
+        server.receive_shares(c.client_id, c.share_keys(keys))
+    for c in clients:
+        c.receive_shares(server.shares_for(c.client_id))
+    gone = set(drop)
+    for c, x in zip(clients, updates, strict=True):
+        if c.client_id not in gone:
+            server.receive_masked(c.client_id, c.masked_update(x))
+    survivors, dropped = server.unmask_request()
+    late = set(late_drop)
+    for c in clients:
+        if c.client_id not in gone and c.client_id not in late:
+            server.receive_unmask(c.client_id, c.unmask_shares(survivors, dropped))
+    return server.aggregate().reshape(shape)

@@ -1,0 +1,671 @@
+"""Trainers: what a site runs to train a model on its rows (NumPy, scikit-learn, torch)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import inspect
+import itertools
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from dalang.errors import PlatformUnavailable
+from dalang.learn.types import Weights
+
+Array = np.ndarray[Any, Any]
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """How a model is built, trained, evaluated, applied; ``name`` is what a site policy lists."""
+
+    name: str
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able arguments: ``TRAINERS[name](**config)`` rebuilds the trainer at a site."""
+        ...
+
+    def init(self, n_features: int, n_classes: int, *, seed: int) -> Weights:
+        """Fresh weights for ``n_features`` inputs and ``n_classes`` outputs."""
+        ...
+
+    def fit(
+        self,
+        weights: Weights,
+        X: Array,
+        y: Array,
+        *,
+        epochs: int,
+        lr: float,
+        seed: int,
+        proximal_mu: float = 0.0,
+    ) -> tuple[Weights, dict[str, float]]:
+        """Train from ``weights``; returns new weights and ``loss``, ``num_examples``."""
+        ...
+
+    def evaluate(self, weights: Weights, X: Array, y: Array) -> dict[str, float]:
+        """``loss``, ``accuracy`` (classifiers) and ``num_examples`` on ``(X, y)``."""
+        ...
+
+    def predict(self, weights: Weights, X: Array) -> Array:
+        """Predicted labels (classifiers) or values (regressors) for the rows of ``X``."""
+        ...
+
+
+def _softmax(z: Array) -> Array:
+    z = z - z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def _cross_entropy(probs: Array, y: Array) -> float:
+    picked = probs[np.arange(len(y)), y]
+    return float(-np.log(np.maximum(picked, 1e-12)).mean())
+
+
+def _as_labels(y: Array) -> Array:
+    labels = np.asarray(y)
+    if labels.dtype.kind == "f":
+        labels = labels.astype(np.int64)
+    return labels.reshape(-1)
+
+
+class _GradientTrainer:
+    """Mini-batch SGD over a loss with gradients; subclasses give ``_loss_and_grads``.
+
+    The proximal term of FedProx, ``mu / 2 * ||w - w_global||^2``, and an L2 penalty are added
+    here, so every built-in supports both.
+    """
+
+    name: str
+    classifier: ClassVar[bool] = True
+
+    def __init__(self, *, l2: float = 0.0, batch_size: int = 32) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.l2 = float(l2)
+        self.batch_size = int(batch_size)
+
+    def config(self) -> dict[str, Any]:
+        return {"l2": self.l2, "batch_size": self.batch_size}
+
+    def _forward(self, weights: Weights, X: Array) -> Array:
+        raise NotImplementedError
+
+    def _loss_and_grads(self, weights: Weights, X: Array, y: Array) -> tuple[float, Weights]:
+        raise NotImplementedError
+
+    def _targets(self, y: Array) -> Array:
+        return _as_labels(y) if self.classifier else np.asarray(y, dtype=np.float64).reshape(-1)
+
+    def fit(
+        self,
+        weights: Weights,
+        X: Array,
+        y: Array,
+        *,
+        epochs: int,
+        lr: float,
+        seed: int,
+        proximal_mu: float = 0.0,
+    ) -> tuple[Weights, dict[str, float]]:
+        X = np.asarray(X, dtype=weights[0].dtype)
+        target = self._targets(y)
+        n = len(X)
+        current = [w.copy() for w in weights]
+        if n == 0:
+            return current, {"loss": float("nan"), "num_examples": 0.0}
+        anchor = weights if proximal_mu else None
+        rng = np.random.default_rng(seed)
+        losses: list[float] = []
+        for _ in range(max(int(epochs), 1)):
+            order = rng.permutation(n)
+            for start in range(0, n, self.batch_size):
+                idx = order[start : start + self.batch_size]
+                loss, grads = self._loss_and_grads(current, X[idx], target[idx])
+                losses.append(loss)
+                for w, g, w0 in zip(current, grads, anchor or current, strict=True):
+                    if self.l2 and w.ndim > 1:
+                        g += self.l2 * w
+                    if anchor is not None:
+                        g += proximal_mu * (w - w0)
+                    w -= lr * g
+        return current, {"loss": float(np.mean(losses)), "num_examples": float(n)}
+
+    def evaluate(self, weights: Weights, X: Array, y: Array) -> dict[str, float]:
+        X = np.asarray(X, dtype=weights[0].dtype)
+        target = self._targets(y)
+        if len(X) == 0:
+            return {"loss": float("nan"), "num_examples": 0.0}
+        out = self._forward(weights, X)
+        if self.classifier:
+            probs = _softmax(out)
+            return {
+                "loss": _cross_entropy(probs, target),
+                "accuracy": float((probs.argmax(axis=1) == target).mean()),
+                "num_examples": float(len(X)),
+            }
+        pred = out.reshape(-1)
+        mse = float(np.mean((pred - target) ** 2))
+        var = float(np.var(target))
+        return {
+            "loss": mse,
+            "r2": 1.0 - mse / var if var > 0 else 0.0,
+            "num_examples": float(len(X)),
+        }
+
+    def predict(self, weights: Weights, X: Array) -> Array:
+        out = self._forward(weights, np.asarray(X, dtype=weights[0].dtype))
+        return out.argmax(axis=1) if self.classifier else out.reshape(-1)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class LogisticRegression(_GradientTrainer):
+    """Multinomial logistic regression (softmax), trained with mini-batch SGD in NumPy.
+
+    Weights are ``[W (n_features, n_classes), b (n_classes,)]``, float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> trainer = LogisticRegression()
+    >>> X = np.array([[0.0], [1.0]] * 20); y = np.array([0, 1] * 20)
+    >>> w, _ = trainer.fit(trainer.init(1, 2, seed=0), X, y, epochs=50, lr=0.5, seed=0)
+    >>> trainer.predict(w, np.array([[0.0], [1.0]])).tolist()
+    [0, 1]
+    """
+
+    name = "logistic_regression"
+
+    def init(self, n_features: int, n_classes: int, *, seed: int) -> Weights:
+        if n_classes < 2:
+            raise ValueError(f"logistic regression needs n_classes >= 2, got {n_classes}")
+        return [np.zeros((n_features, n_classes)), np.zeros(n_classes)]
+
+    def _forward(self, weights: Weights, X: Array) -> Array:
+        W, b = weights
+        return X @ W + b
+
+    def _loss_and_grads(self, weights: Weights, X: Array, y: Array) -> tuple[float, Weights]:
+        probs = _softmax(self._forward(weights, X))
+        loss = _cross_entropy(probs, y)
+        probs[np.arange(len(y)), y] -= 1.0
+        probs /= len(y)
+        return loss, [X.T @ probs, probs.sum(axis=0)]
+
+
+class LinearRegression(_GradientTrainer):
+    """Least-squares linear regression, trained with mini-batch SGD in NumPy.
+
+    Weights are ``[w (n_features,), b (1,)]``; ``n_classes`` is ignored. ``evaluate`` gives
+    ``loss`` (mean squared error) and ``r2``.
+    """
+
+    name = "linear_regression"
+    classifier = False
+
+    def init(self, n_features: int, n_classes: int = 1, *, seed: int) -> Weights:
+        return [np.zeros(n_features), np.zeros(1)]
+
+    def _forward(self, weights: Weights, X: Array) -> Array:
+        w, b = weights
+        return X @ w + b
+
+    def _loss_and_grads(self, weights: Weights, X: Array, y: Array) -> tuple[float, Weights]:
+        residual = self._forward(weights, X) - y
+        loss = float(np.mean(residual**2))
+        residual *= 2.0 / len(y)
+        return loss, [X.T @ residual, np.array([residual.sum()])]
+
+
+class MLP(_GradientTrainer):
+    """A small multi-layer perceptron classifier (ReLU hidden layers, softmax output) in NumPy.
+
+    Weights are ``[W1, b1, ..., Wk, bk]``; ``hidden`` gives the width of each hidden layer.
+    """
+
+    name = "mlp"
+
+    def __init__(
+        self, hidden: Sequence[int] = (32,), *, l2: float = 0.0, batch_size: int = 32
+    ) -> None:
+        super().__init__(l2=l2, batch_size=batch_size)
+        self.hidden = tuple(int(h) for h in hidden)
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f"hidden must list one or more positive widths, got {hidden!r}")
+
+    def config(self) -> dict[str, Any]:
+        return {"hidden": list(self.hidden), **super().config()}
+
+    def init(self, n_features: int, n_classes: int, *, seed: int) -> Weights:
+        if n_classes < 2:
+            raise ValueError(f"the MLP classifier needs n_classes >= 2, got {n_classes}")
+        rng = np.random.default_rng(seed)
+        sizes = [n_features, *self.hidden, n_classes]
+        weights: Weights = []
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            weights.append(rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_in, fan_out)))
+            weights.append(np.zeros(fan_out))
+        return weights
+
+    def _activations(self, weights: Weights, X: Array) -> list[Array]:
+        acts = [X]
+        layers = len(weights) // 2
+        for i in range(layers):
+            z = acts[-1] @ weights[2 * i] + weights[2 * i + 1]
+            acts.append(np.maximum(z, 0.0, out=z) if i < layers - 1 else z)
+        return acts
+
+    def _forward(self, weights: Weights, X: Array) -> Array:
+        return self._activations(weights, X)[-1]
+
+    def _loss_and_grads(self, weights: Weights, X: Array, y: Array) -> tuple[float, Weights]:
+        acts = self._activations(weights, X)
+        delta = _softmax(acts[-1])
+        loss = _cross_entropy(delta, y)
+        delta[np.arange(len(y)), y] -= 1.0
+        delta /= len(y)
+        grads: Weights = [np.empty(0)] * len(weights)
+        for i in reversed(range(len(weights) // 2)):
+            grads[2 * i] = acts[i].T @ delta
+            grads[2 * i + 1] = delta.sum(axis=0)
+            if i:
+                delta = (delta @ weights[2 * i].T) * (acts[i] > 0)
+        return loss, grads
+
+
+def _qualified_name(obj: Any) -> str:
+    return f"{obj.__module__}:{obj.__qualname__}"
+
+
+def _import_qualified(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    value: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _require_sklearn() -> None:
+    try:
+        importlib.import_module("sklearn")
+    except ImportError as e:
+        raise PlatformUnavailable("scikit-learn", "learn") from e
+
+
+class SklearnTrainer:
+    """A scikit-learn linear model, federated through its ``coef_`` and ``intercept_``.
+
+    Weights are ``[coef_ (k, n_features), intercept_ (k,)]`` with ``k = n_classes`` (1 for a
+    binary classifier or a regressor). Estimators with ``partial_fit`` (``SGDClassifier``,
+    ``SGDRegressor``) continue from the given weights for ``epochs`` passes, with ``lr`` as
+    ``eta0``; others start warm where they support ``warm_start`` and the shapes agree, else
+    fit afresh. Classes missing from a site's rows keep the global rows. ``proximal_mu`` is not
+    supported and is ignored.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import SGDClassifier  # doctest: +SKIP
+    >>> trainer = SklearnTrainer(SGDClassifier(loss="log_loss"))  # doctest: +SKIP
+    """
+
+    name = "sklearn"
+
+    def __init__(self, estimator: Any, params: dict[str, Any] | None = None) -> None:
+        _require_sklearn()
+        if isinstance(estimator, str):
+            estimator = _import_qualified(estimator)(**(params or {}))
+        self.estimator = estimator
+
+    @property
+    def _is_classifier(self) -> bool:
+        from sklearn.base import is_classifier  # type: ignore[import-untyped]
+
+        return bool(is_classifier(self.estimator))
+
+    def config(self) -> dict[str, Any]:
+        params = {
+            k: v
+            for k, v in self.estimator.get_params(deep=False).items()
+            if v is None or isinstance(v, (bool, int, float, str))
+        }
+        return {"estimator": _qualified_name(type(self.estimator)), "params": params}
+
+    def init(self, n_features: int, n_classes: int, *, seed: int) -> Weights:
+        k = n_classes if self._is_classifier and n_classes > 2 else 1
+        return [np.zeros((k, n_features)), np.zeros(k)]
+
+    def _classes(self, weights: Weights) -> Array:
+        k = weights[0].shape[0]
+        return np.arange(2 if k == 1 else k)
+
+    def fit(
+        self,
+        weights: Weights,
+        X: Array,
+        y: Array,
+        *,
+        epochs: int,
+        lr: float,
+        seed: int,
+        proximal_mu: float = 0.0,
+    ) -> tuple[Weights, dict[str, float]]:
+        from sklearn.base import clone  # type: ignore[import-untyped]
+
+        X = np.asarray(X, dtype=np.float64)
+        coef = np.array(weights[0], dtype=np.float64, ndmin=2)
+        intercept = np.array(weights[1], dtype=np.float64).reshape(-1)
+        est = clone(self.estimator)
+        params = est.get_params(deep=False)
+        if "random_state" in params:
+            est.set_params(random_state=seed)
+        if self._is_classifier:
+            y = _as_labels(y)
+        if hasattr(est, "partial_fit"):
+            if "eta0" in params:
+                est.set_params(eta0=lr)
+            est.coef_ = coef.copy()
+            est.intercept_ = intercept.copy()
+            for _ in range(max(int(epochs), 1)):
+                if self._is_classifier:
+                    est.partial_fit(X, y, classes=self._classes(weights))
+                else:
+                    est.partial_fit(X, y)
+            new_coef, new_intercept = np.array(est.coef_, ndmin=2), est.intercept_
+        else:
+            present = np.unique(y) if self._is_classifier else None
+            rows = present if present is not None and coef.shape[0] > 1 else slice(None)
+            if "max_iter" in params:
+                est.set_params(max_iter=max(int(epochs), 1) * 10)
+            full = present is None or len(present) == len(self._classes(weights))
+            if "warm_start" in params and full:
+                est.set_params(warm_start=True)
+                est.coef_ = coef[rows].copy()
+                est.intercept_ = intercept[rows].copy()
+            with warnings.catch_warnings():
+                # a few local iterations per round are the point, not a failure to converge
+                warnings.filterwarnings("ignore", message=".*(converge|max_iter).*")
+                est.fit(X, y)
+            new_coef, new_intercept = coef.copy(), intercept.copy()
+            fitted = np.array(est.coef_, ndmin=2)
+            if fitted.shape == new_coef[rows].shape:
+                new_coef[rows] = fitted
+                new_intercept[rows] = np.asarray(est.intercept_).reshape(-1)
+        new = [
+            np.asarray(new_coef, dtype=weights[0].dtype).reshape(weights[0].shape),
+            np.asarray(new_intercept, dtype=weights[1].dtype).reshape(weights[1].shape),
+        ]
+        loss = self.evaluate(new, X, y)["loss"]
+        return new, {"loss": loss, "num_examples": float(len(X))}
+
+    def _scores(self, weights: Weights, X: Array) -> Array:
+        return np.asarray(X, dtype=np.float64) @ np.atleast_2d(weights[0]).T + weights[1]
+
+    def evaluate(self, weights: Weights, X: Array, y: Array) -> dict[str, float]:
+        scores = self._scores(weights, X)
+        n = float(len(X))
+        if not self._is_classifier:
+            target = np.asarray(y, dtype=np.float64).reshape(-1)
+            mse = float(np.mean((scores.reshape(-1) - target) ** 2))
+            return {"loss": mse, "num_examples": n}
+        labels = _as_labels(y)
+        if scores.shape[1] == 1:
+            scores = np.hstack([np.zeros_like(scores), scores])
+        probs = _softmax(scores)
+        return {
+            "loss": _cross_entropy(probs, labels),
+            "accuracy": float((probs.argmax(axis=1) == labels).mean()),
+            "num_examples": n,
+        }
+
+    def predict(self, weights: Weights, X: Array) -> Array:
+        scores = self._scores(weights, X)
+        if not self._is_classifier:
+            return scores.reshape(-1)
+        return (scores[:, 0] > 0).astype(np.int64) if scores.shape[1] == 1 else scores.argmax(1)
+
+
+FitFunction = Callable[..., tuple[Weights, dict[str, float]]]
+EvaluateFunction = Callable[[Weights, Array, Array], dict[str, float]]
+
+
+class NumpyTrainer:
+    """User code as a trainer: ``fit`` and ``evaluate`` functions over NumPy weights.
+
+    ``fit(weights, X, y, *, epochs, lr, seed, proximal_mu)`` returns ``(weights, metrics)``;
+    ``evaluate(weights, X, y)`` returns metrics. A site runs it only if the policy approves its
+    ``digest()`` (a SHA-256 of the functions' source). Functions may be given as
+    ``"module:qualname"`` strings, which is how ``config()`` names them.
+    """
+
+    name = "numpy"
+
+    def __init__(
+        self,
+        fit: FitFunction | str,
+        evaluate: EvaluateFunction | str,
+        *,
+        init: Callable[..., Weights] | str | None = None,
+        predict: Callable[[Weights, Array], Array] | str | None = None,
+    ) -> None:
+        def load(f: Any) -> Any:
+            return _import_qualified(f) if isinstance(f, str) else f
+
+        self._fit: FitFunction = load(fit)
+        self._evaluate: EvaluateFunction = load(evaluate)
+        self._init: Callable[..., Weights] | None = load(init)
+        self._predict: Callable[[Weights, Array], Array] | None = load(predict)
+
+    def _functions(self) -> list[Callable[..., Any]]:
+        return [f for f in (self._fit, self._evaluate, self._init, self._predict) if f is not None]
+
+    def digest(self) -> str:
+        """SHA-256 of the source of the user functions: what a site policy approves."""
+        h = hashlib.sha256()
+        for f in self._functions():
+            try:
+                h.update(inspect.getsource(f).encode())
+            except (OSError, TypeError):
+                h.update(f.__code__.co_code if hasattr(f, "__code__") else repr(f).encode())
+        return h.hexdigest()
+
+    def config(self) -> dict[str, Any]:
+        names: dict[str, Any] = {"fit": self._fit, "evaluate": self._evaluate}
+        names |= {"init": self._init, "predict": self._predict}
+        return {k: _qualified_name(f) for k, f in names.items() if f is not None}
+
+    def init(self, n_features: int, n_classes: int, *, seed: int) -> Weights:
+        if self._init is None:
+            raise ValueError("NumpyTrainer needs init= to create weights; pass initial weights")
+        return self._init(n_features, n_classes, seed=seed)
+
+    def fit(
+        self,
+        weights: Weights,
+        X: Array,
+        y: Array,
+        *,
+        epochs: int,
+        lr: float,
+        seed: int,
+        proximal_mu: float = 0.0,
+    ) -> tuple[Weights, dict[str, float]]:
+        new, metrics = self._fit(
+            [w.copy() for w in weights], X, y, epochs=epochs, lr=lr, seed=seed,
+            proximal_mu=proximal_mu,
+        )  # fmt: skip
+        return [np.asarray(w) for w in new], {"num_examples": float(len(X)), **metrics}
+
+    def evaluate(self, weights: Weights, X: Array, y: Array) -> dict[str, float]:
+        return {"num_examples": float(len(X)), **self._evaluate(weights, X, y)}
+
+    def predict(self, weights: Weights, X: Array) -> Array:
+        if self._predict is None:
+            raise ValueError("NumpyTrainer was built without predict=")
+        return self._predict(weights, X)
+
+
+def _torch() -> Any:
+    try:
+        return importlib.import_module("torch")
+    except ImportError as e:
+        raise PlatformUnavailable("torch", "torch") from e
+
+
+class TorchTrainer:
+    """A PyTorch module as a trainer (extra ``dalang[torch]``; torch is imported lazily).
+
+    Weights are the module's ``state_dict`` tensors as NumPy arrays, in order. ``module`` is an
+    ``nn.Module`` or a ``"module:factory"`` string (how ``config()`` names it, so a site can
+    rebuild it). ``loss`` is ``"cross_entropy"`` (classification) or ``"mse"``.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        module: Any,
+        *,
+        loss: str = "cross_entropy",
+        batch_size: int = 32,
+        factory_args: dict[str, Any] | None = None,
+    ) -> None:
+        torch = _torch()
+        self._factory: str | None = None
+        self._factory_args = dict(factory_args or {})
+        if isinstance(module, str):
+            self._factory = module
+            module = _import_qualified(module)(**self._factory_args)
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"TorchTrainer needs a torch.nn.Module, got {type(module).__name__}")
+        if loss not in ("cross_entropy", "mse"):
+            raise ValueError(f"loss must be 'cross_entropy' or 'mse', got {loss!r}")
+        self.module = module
+        self.loss = loss
+        self.batch_size = int(batch_size)
+
+    def config(self) -> dict[str, Any]:
+        if self._factory is None:
+            raise ValueError(
+                "a TorchTrainer built from a module object cannot be rebuilt at a site; "
+                "pass module='package.module:factory'"
+            )
+        return {
+            "module": self._factory,
+            "factory_args": self._factory_args,
+            "loss": self.loss,
+            "batch_size": self.batch_size,
+        }
+
+    def _load(self, weights: Weights) -> Any:
+        torch = _torch()
+        module = copy.deepcopy(self.module)
+        keys = list(module.state_dict())
+        state = {k: torch.as_tensor(np.asarray(w)) for k, w in zip(keys, weights, strict=True)}
+        module.load_state_dict(state)
+        return module
+
+    @staticmethod
+    def _weights(module: Any) -> Weights:
+        return [t.detach().cpu().numpy().copy() for t in module.state_dict().values()]
+
+    def init(self, n_features: int, n_classes: int, *, seed: int) -> Weights:
+        torch = _torch()
+        module = copy.deepcopy(self.module)
+        torch.manual_seed(seed)
+        for layer in module.modules():
+            reset = getattr(layer, "reset_parameters", None)
+            if callable(reset):
+                reset()
+        return self._weights(module)
+
+    def _criterion(self) -> Any:
+        nn = _torch().nn
+        return nn.CrossEntropyLoss() if self.loss == "cross_entropy" else nn.MSELoss()
+
+    def _tensors(self, X: Array, y: Array | None) -> tuple[Any, Any]:
+        torch = _torch()
+        dtype = next(iter(self.module.parameters())).dtype
+        xt = torch.as_tensor(np.asarray(X), dtype=dtype)
+        if y is None:
+            return xt, None
+        if self.loss == "cross_entropy":
+            return xt, torch.as_tensor(_as_labels(y), dtype=torch.long)
+        return xt, torch.as_tensor(np.asarray(y), dtype=dtype).reshape(len(X), -1)
+
+    def fit(
+        self,
+        weights: Weights,
+        X: Array,
+        y: Array,
+        *,
+        epochs: int,
+        lr: float,
+        seed: int,
+        proximal_mu: float = 0.0,
+    ) -> tuple[Weights, dict[str, float]]:
+        torch = _torch()
+        module = self._load(weights)
+        anchor = [p.detach().clone() for p in module.parameters()] if proximal_mu else None
+        xt, yt = self._tensors(X, y)
+        criterion = self._criterion()
+        optimizer = torch.optim.SGD(module.parameters(), lr=lr)
+        generator = torch.Generator().manual_seed(seed)
+        module.train()
+        losses: list[float] = []
+        for _ in range(max(int(epochs), 1)):
+            order = torch.randperm(len(xt), generator=generator)
+            for start in range(0, len(xt), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                optimizer.zero_grad()
+                loss = criterion(module(xt[idx]), yt[idx])
+                losses.append(float(loss.item()))
+                if anchor is not None:
+                    prox = sum(
+                        ((p - a) ** 2).sum()
+                        for p, a in zip(module.parameters(), anchor, strict=True)
+                    )
+                    loss = loss + proximal_mu / 2.0 * prox
+                loss.backward()
+                optimizer.step()
+        mean = float(np.mean(losses)) if losses else float("nan")
+        return self._weights(module), {"loss": mean, "num_examples": float(len(X))}
+
+    def evaluate(self, weights: Weights, X: Array, y: Array) -> dict[str, float]:
+        torch = _torch()
+        module = self._load(weights)
+        module.eval()
+        xt, yt = self._tensors(X, y)
+        with torch.no_grad():
+            out = module(xt)
+            metrics = {"loss": float(self._criterion()(out, yt).item())}
+            if self.loss == "cross_entropy":
+                metrics["accuracy"] = float((out.argmax(1) == yt).float().mean().item())
+        return {**metrics, "num_examples": float(len(X))}
+
+    def predict(self, weights: Weights, X: Array) -> Array:
+        torch = _torch()
+        module = self._load(weights)
+        module.eval()
+        with torch.no_grad():
+            out = module(self._tensors(X, None)[0]).numpy()
+        return out.argmax(axis=1) if self.loss == "cross_entropy" else out.reshape(len(X), -1)
+
+
+TRAINERS: dict[str, type] = {
+    "logistic_regression": LogisticRegression,
+    "linear_regression": LinearRegression,
+    "mlp": MLP,
+    "sklearn": SklearnTrainer,
+    "numpy": NumpyTrainer,
+    "torch": TorchTrainer,
+}
+"""Trainer classes by name: ``TRAINERS[trainer.name](**trainer.config())`` rebuilds a trainer."""

@@ -34,12 +34,15 @@ def generate_bank(
     )
     start = datetime.date(2025, 1, 1)
     amount = rng.lognormal(3.5, 1.2, transactions).round(2)
+    channel = rng.choice(CHANNELS, transactions)
+    # fraud: mostly large online payments, a little everywhere else
+    fraud_risk = np.where((amount > 150) & (channel == "online"), 0.7, 0.01)
     tx = pa.table(
         {
             "tx_id": pa.array(np.arange(transactions, dtype=np.int64)),
             "customer_id": pa.array(rng.integers(0, customers, transactions)),
             "amount": pa.array(amount),
-            "channel": pa.array(rng.choice(CHANNELS, transactions)),
+            "channel": pa.array(channel),
             "day": pa.array(
                 [
                     start + datetime.timedelta(days=int(d))
@@ -47,7 +50,7 @@ def generate_bank(
                 ],
                 pa.date32(),
             ),
-            "is_fraud": pa.array(rng.random(transactions) < 0.02 + 0.1 * (amount > 400)),
+            "is_fraud": pa.array(rng.random(transactions) < fraud_risk),
         }
     )
     directory.mkdir(parents=True, exist_ok=True)
@@ -58,11 +61,14 @@ def generate_bank(
 
 
 def to_features(row: dict[str, object]) -> dict[str, object]:
-    """One feature vector per transaction (a Python function: runs where Python runs)."""
+    """One feature vector per transaction (a Python function: runs where Python runs).
+
+    Features are centred and scaled so that gradient steps treat them alike.
+    """
     amount = float(row["amount"])  # type: ignore[arg-type]
     return {
-        "log_amount": float(np.log1p(amount)),
-        "age": float(row["age"]),  # type: ignore[arg-type]
+        "log_amount": (float(np.log1p(amount)) - 3.5) / 1.2,
+        "age": (float(row["age"]) - 50.0) / 20.0,  # type: ignore[arg-type]
         "online": 1.0 if row["channel"] == "online" else 0.0,
         "business": 1.0 if row["segment"] == "business" else 0.0,
         "is_fraud": 1.0 if row["is_fraud"] else 0.0,

@@ -37,33 +37,18 @@ from _common import (
 
 import dalang as dl
 
+sys.path.insert(0, str(ROOT / "examples" / "tpch"))
+import queries as TPCH  # the Dataset API versions, shared with bench/tpch.py
+from queries import revenue
+
 SMALL = ("nation", "region", "supplier")
 SPLIT = ("customer", "orders", "lineitem")
 REGIONS = ("africa", "america", "asia", "europe", "middle_east")
 
 
-def revenue() -> dl.Expr:
-    return dl.col("l_extendedprice") * (1 - dl.col("l_discount"))
-
-
-# ---- the queries, federated: per-site joins, aggregates merged at the coordinator ---------
 def q1(fed: dl.Federation) -> dl.Dataset:
-    return (
-        fed.table("lineitem")
-        .filter(dl.col("l_shipdate") <= datetime.date(1998, 9, 2))
-        .group_by("l_returnflag", "l_linestatus")
-        .agg(
-            sum_qty=dl.col("l_quantity").sum(),
-            sum_base_price=dl.col("l_extendedprice").sum(),
-            sum_disc_price=revenue().sum(),
-            sum_charge=(revenue() * (1 + dl.col("l_tax"))).sum(),
-            avg_qty=dl.col("l_quantity").mean(),
-            avg_price=dl.col("l_extendedprice").mean(),
-            avg_disc=dl.col("l_discount").mean(),
-            count_order=dl.count(),
-        )
-        .sort("l_returnflag", "l_linestatus")
-    )
+    # the same Q1 as examples/tpch, over the union of lineitem at every site
+    return TPCH.pricing_summary(fed.table("lineitem"))
 
 
 def q3(fed: dl.Federation) -> dl.Dataset:

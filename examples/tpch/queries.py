@@ -29,22 +29,26 @@ def _table(ctx: dl.Context, data_dir: str, name: str) -> dl.Dataset:
     return ctx.read_parquet(f"{data_dir}/{name}.parquet")
 
 
-def _revenue() -> dl.Expr:
+def revenue() -> dl.Expr:
     """``l_extendedprice * (1 - l_discount)``: the discounted price of a line item."""
     return dl.col("l_extendedprice") * (1 - dl.col("l_discount"))
 
 
 def q1(ctx: dl.Context, data_dir: str) -> dl.Dataset:
     """Pricing summary report."""
-    lineitem = _table(ctx, data_dir, "lineitem")
+    return pricing_summary(_table(ctx, data_dir, "lineitem"))
+
+
+def pricing_summary(lineitem: dl.Dataset) -> dl.Dataset:
+    """Q1 over any ``lineitem`` dataset (a file, or the union of it over federated sites)."""
     return (
         lineitem.filter(dl.col("l_shipdate") <= datetime.date(1998, 9, 2))
         .group_by("l_returnflag", "l_linestatus")
         .agg(
             sum_qty=dl.col("l_quantity").sum(),
             sum_base_price=dl.col("l_extendedprice").sum(),
-            sum_disc_price=_revenue().sum(),
-            sum_charge=(_revenue() * (1 + dl.col("l_tax"))).sum(),
+            sum_disc_price=revenue().sum(),
+            sum_charge=(revenue() * (1 + dl.col("l_tax"))).sum(),
             avg_qty=dl.col("l_quantity").mean(),
             avg_price=dl.col("l_extendedprice").mean(),
             avg_disc=dl.col("l_discount").mean(),
@@ -64,7 +68,7 @@ def q3(ctx: dl.Context, data_dir: str) -> dl.Dataset:
         customer.join(orders, left_on="c_custkey", right_on="o_custkey")
         .join(lineitem, left_on="o_orderkey", right_on="l_orderkey")
         .group_by("l_orderkey", "o_orderdate", "o_shippriority")
-        .agg(revenue=_revenue().sum())
+        .agg(revenue=revenue().sum())
         .select("l_orderkey", "revenue", "o_orderdate", "o_shippriority")
         .sort("revenue", "o_orderdate", descending=[True, False])
         .limit(10)
@@ -90,7 +94,7 @@ def q5(ctx: dl.Context, data_dir: str) -> dl.Dataset:
         # the supplier must be in the customer's nation: a join on two keys
         .join(supplier, left_on=["l_suppkey", "n_nationkey"], right_on=["s_suppkey", "s_nationkey"])
         .group_by("n_name")
-        .agg(revenue=_revenue().sum())
+        .agg(revenue=revenue().sum())
         .sort("revenue", descending=True)
     )
 
@@ -120,7 +124,7 @@ def q10(ctx: dl.Context, data_dir: str) -> dl.Dataset:
         .join(lineitem, left_on="o_orderkey", right_on="l_orderkey")
         .join(nation, left_on="c_nationkey", right_on="n_nationkey")
         .group_by("c_custkey", "c_name", "c_acctbal", "c_phone", "n_name", "c_address", "c_comment")
-        .agg(revenue=_revenue().sum())
+        .agg(revenue=revenue().sum())
         .select(
             "c_custkey",
             "c_name",

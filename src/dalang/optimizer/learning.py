@@ -35,7 +35,7 @@ from dalang.optimizer.cardinality import Corrector, Estimate, estimate_plan
 from dalang.optimizer.cost import CostModel, nnls, operator_features, operator_kind
 from dalang.optimizer.history import History, StageRecord
 from dalang.optimizer.placement import PlacedPlan
-from dalang.plan.nodes import Limit, Node, Project, Scan, Sort, StageInput
+from dalang.plan.nodes import Limit, Node, Project, Scan, Sort, StageInput, walk_plan
 from dalang.platforms.base import CostParams, OpCost, Platform
 
 #: Refit the cost constants after this many recorded runs.
@@ -134,8 +134,9 @@ class Learner:
 
         estimate_plan(placed.root, capture)
         learned: dict[str, float] = {}
+        by_id = {id(n): n for n in walk_plan(placed.root)}
         for node_id, (actual_rows, _) in placed.actual.items():
-            node = _find(placed.root, node_id)
+            node = by_id.get(node_id)
             if node is None or not _learns(node):
                 continue
             guess = max(raw.get(node_id, 0.0), 1.0)
@@ -166,15 +167,6 @@ class Learner:
             mine = [r for r in records if r.platform == name]
             if mine:
                 platform.cost = refit_params(platform.cost, mine)
-
-
-def _find(root: Node, node_id: int) -> Node | None:
-    from dalang.plan.nodes import walk_plan
-
-    for node in walk_plan(root):
-        if id(node) == node_id:
-            return node
-    return None
 
 
 def stage_records(placed: PlacedPlan) -> list[StageRecord]:

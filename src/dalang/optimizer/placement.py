@@ -11,7 +11,7 @@ import pyarrow as pa
 from dalang.errors import OptimizerError, PlanError
 from dalang.optimizer.cardinality import Corrector, Estimate, estimate_plan
 from dalang.optimizer.cost import CostModel
-from dalang.plan.nodes import Node, walk_plan
+from dalang.plan.nodes import Node
 from dalang.platforms.base import Platform
 
 #: Objectives placement can minimise.
@@ -309,12 +309,3 @@ class _Planner:
 
         assign(root, pick[2], pick[3])
         return self.placed(root, choose, pick[0], objective=objective, money=pick[1], note=note)
-
-
-def force(root: Node, platform: Platform) -> PlacedPlan:
-    """Place every operator on one platform (errors if it cannot run some operator)."""
-    return place(root, [platform])
-
-
-def count_operators(root: Node) -> int:
-    return sum(1 for _ in walk_plan(root))

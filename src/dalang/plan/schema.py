@@ -41,7 +41,6 @@ from dalang.plan.nodes import (
     UdfChain,
     Union,
     is_values,
-    values_schema,
 )
 
 _COMPARE = {"eq", "ne", "lt", "le", "gt", "ge"}
@@ -352,7 +351,3 @@ def _(node: Union) -> pa.Schema | None:
         ts = [s.field(i).type for s in schemas if s is not None]
         fields.append(pa.field(name, T.common_type(ts, what=f"union column {name!r}")))
     return pa.schema(fields, metadata=first.metadata)
-
-
-def values_of(t: pa.DataType) -> pa.Schema:
-    return values_schema(t)

@@ -547,6 +547,7 @@ class Federation:
         eval_fraction: float = 0.2,
         seed: int = 0,
         resume: str | None = None,
+        on_round: Callable[[Any], None] | None = None,
     ) -> Any:
         """Train a model at the sites that hold ``data``; its rows never leave them.
 
@@ -556,6 +557,8 @@ class Federation:
         Sites that fail or miss ``round_timeout`` are left out while ``min_sites``
         remain; invalid updates (shape, NaN, norm) are refused. Every round is
         checkpointed under ``$DALANG_HOME/runs/<run_id>/``; ``resume=run_id`` continues.
+        ``on_round`` is called with each round's :class:`dalang.learn.RoundRecord` as
+        soon as the round is checkpointed (for progress bars and dashboards).
 
         Returns a :class:`dalang.learn.TrainResult` (``model``, ``history``, ``run_id``).
 
@@ -586,6 +589,7 @@ class Federation:
             eval_fraction=eval_fraction,
             seed=seed,
             resume=resume,
+            on_round=on_round,
         )
 
     # ---- lifecycle ----------------------------------------------------------

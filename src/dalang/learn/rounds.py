@@ -234,6 +234,7 @@ def train(
     seed: int = 0,
     resume: str | None = None,
     norm_bound: float = DEFAULT_NORM_BOUND,
+    on_round: Callable[[RoundRecord], None] | None = None,
 ) -> TrainResult:
     """Train ``trainer`` over the sites that hold ``data``; see ``Federation.train``."""
     if secure_aggregation:
@@ -345,6 +346,8 @@ def train(
                 )
             )
             save_checkpoint(directory, meta=meta, weights=weights, history=history)
+            if on_round is not None:
+                on_round(history[-1])
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return TrainResult(Model(trainer, weights), history, run_id)

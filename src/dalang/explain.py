@@ -91,3 +91,53 @@ def _fragment_sql(placed: PlacedPlan) -> dict[int, str]:
         if fragment_sql is not None:
             out[id(stage.root)] = fragment_sql(stage.fragment)
     return out
+
+
+def plan_graph(placed: PlacedPlan, *, analyze: bool = False) -> dict[str, object]:
+    """The placed plan as data, for drawing: operators and the edges between them.
+
+    ``{"cost_s", "note", "nodes": [{"id", "label", "operator", "platform", "site",
+    "est_rows", "est_cost_s", "actual_rows", "actual_s", "sql"}], "edges": [{"source",
+    "target", "moved", "est_bytes"}]}``; ``source`` feeds ``target``. ``site`` is the
+    data site an operator runs at (``None`` at the coordinator); actual rows and times
+    are filled with ``analyze=True`` after the plan ran (``None`` inside a stage).
+    """
+    sql_of = _fragment_sql(placed)
+    ids: dict[int, int] = {}
+    nodes: list[dict[str, object]] = []
+    edges: list[dict[str, object]] = []
+
+    def visit(node: Node) -> int:
+        if id(node) in ids:
+            return ids[id(node)]
+        number = ids[id(node)] = len(ids)
+        platform = placed.platform_of(node)
+        actual = placed.actual.get(id(node)) if analyze else None
+        nodes.append(
+            {
+                "id": number,
+                "label": describe(node),
+                "operator": type(node).__name__,
+                "platform": platform.name,
+                "site": getattr(platform, "site", None),
+                "est_rows": placed.estimates[id(node)].rows,
+                "est_cost_s": placed.op_cost[id(node)],
+                "actual_rows": actual[0] if actual else None,
+                "actual_s": actual[1] if actual else None,
+                "sql": sql_of.get(id(node)),
+            }
+        )
+        for child in node.inputs:
+            moved = placed.platform_of(child) is not platform
+            edges.append(
+                {
+                    "source": visit(child),
+                    "target": number,
+                    "moved": moved,
+                    "est_bytes": placed.estimates[id(child)].bytes if moved else None,
+                }
+            )
+        return number
+
+    visit(placed.root)
+    return {"cost_s": placed.total_cost, "note": placed.note, "nodes": nodes, "edges": edges}

@@ -39,6 +39,7 @@ _SITE_KEYS = {
     "audit_log",
     "budget_db",
     "udf_modules",
+    "audit_share",
 }
 _DATASET_KEYS = {"source", "table", "policy"}
 _POLICY_KEYS = {
@@ -127,6 +128,9 @@ class SiteConfig:
     budget_db: Path = Path("site.budget.sqlite")
     udf_modules: tuple[str, ...] = ()
     base_dir: Path = Path(".")
+    #: What the ``audit`` action shows a coordinator: ``none``, ``own`` (the entries of
+    #: its own token) or ``all``.
+    audit_share: str = "own"
 
     @property
     def scheme(self) -> str:
@@ -195,6 +199,11 @@ def config_from_dict(
     audit_log = _path(site.get("audit_log", f"{name}.audit.jsonl"), base, where, "site.audit_log")
     budget_db = _path(site.get("budget_db", f"{name}.budget.sqlite"), base, where, "site.budget_db")
     udf_modules = tuple(_str_list(site.get("udf_modules", []), where, "site.udf_modules"))
+    audit_share = _str(site.get("audit_share", "own"), where, "site.audit_share")
+    if audit_share not in ("none", "own", "all"):
+        raise ConfigError(
+            where, "site.audit_share", f"{audit_share!r} must be one of none, own, all"
+        )
 
     datasets_doc = _table(doc.get("datasets", {}), where, "datasets")
     datasets: dict[str, DatasetConfig] = {}
@@ -218,6 +227,7 @@ def config_from_dict(
         budget_db=budget_db,
         udf_modules=udf_modules,
         base_dir=base,
+        audit_share=audit_share,
     )
 
 

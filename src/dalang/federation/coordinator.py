@@ -357,10 +357,18 @@ class Federation:
         """Names of the sites that answered."""
         return list(self._transports)
 
-    def datasets(self, *, refresh: bool = True) -> list[SiteDataset]:
-        """Every dataset every site publishes: schema, policy (with budget spent), row count."""
+    def datasets(
+        self, *, refresh: bool = True, sites: Sequence[str] | None = None
+    ) -> list[SiteDataset]:
+        """Every dataset every site publishes: schema, policy (with budget spent), row count.
+
+        ``sites`` limits the answer (and the refresh) to those sites.
+        """
+        chosen = set(self._transports if sites is None else sites)
         if refresh:
             for name, transport in self._transports.items():
+                if name not in chosen:
+                    continue
                 try:
                     infos = self._call(
                         transport, functools.partial(transport.datasets, timeout=self.timeout)
@@ -373,7 +381,34 @@ class Federation:
                     i.name: SiteDataset(name, i.name, i.schema, dict(i.policy), i.rows)
                     for i in infos
                 }
-        return [d for per_site in self._datasets.values() for d in per_site.values()]
+        return [d for site, per in self._datasets.items() if site in chosen for d in per.values()]
+
+    def site_info(self, site: str, *, timeout: float = 5.0) -> dict[str, Any]:
+        """The site's ``health`` document plus ``latency_s`` (one try, no retries).
+
+        Raises :class:`~dalang.errors.SiteUnavailable` when the site does not answer.
+        """
+        transport = self._transport_of(site)
+        started = time.perf_counter()
+        doc = transport.health(timeout=timeout)
+        return {**doc, "latency_s": time.perf_counter() - started}
+
+    def audit_log(self, site: str, *, limit: int = 200, timeout: float = 10.0) -> dict[str, Any]:
+        """What ``site`` shares of its audit log (its ``audit_share`` decides) and its chain check.
+
+        Returns ``{"site", "share", "verify": {"ok", "entries", "problem", "line"},
+        "total", "entries": [...]}``; the entries are the newest ``limit``.
+        """
+        transport = self._transport_of(site)
+        return self._call(transport, lambda: transport.audit(limit=limit, timeout=timeout))
+
+    def _transport_of(self, site: str) -> Transport:
+        try:
+            return self._transports[site]
+        except KeyError:
+            raise PlanError(
+                f"unknown site {site!r}; sites: {', '.join(self._transports)}"
+            ) from None
 
     def table(
         self,

@@ -47,7 +47,10 @@ PROTOCOL_VERSION = 1
 #: Action names a site answers.
 ACTION_HEALTH = "health"
 ACTION_DATASETS = "datasets"
-ACTIONS = (ACTION_HEALTH, ACTION_DATASETS)
+ACTION_AUDIT = "audit"
+ACTIONS = (ACTION_HEALTH, ACTION_DATASETS, ACTION_AUDIT)
+#: What a site shows a coordinator of its audit log (``site.audit_share``).
+AUDIT_SHARES = ("none", "own", "all")
 #: A site refuses a nonce seen within this many seconds.
 REPLAY_WINDOW_S = 600.0
 #: A site refuses a request whose ``time`` is further than this from its clock.

@@ -226,6 +226,7 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
         return [
             (P.ACTION_HEALTH, "site name, version, platforms, dataset count, time"),
             (P.ACTION_DATASETS, "published datasets: schema, policy, rows"),
+            (P.ACTION_AUDIT, "the audit log entries this site shares, and its chain check"),
         ]
 
     def do_action(self, context: Any, action: Any) -> Iterator[bytes]:
@@ -239,6 +240,8 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
                 doc: Any = self.health()
             elif kind == P.ACTION_DATASETS:
                 doc = [info.to_json() for info in self.dataset_infos()]
+            elif kind == P.ACTION_AUDIT:
+                doc = self.audit_view(who, limit=body.get("limit", 200))
             else:
                 raise InvalidPlan(f"unknown action {kind!r}; known: {', '.join(P.ACTIONS)}")
         except Exception as e:
@@ -269,6 +272,35 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
                 P.DatasetInfo(name, src.schema, policy.to_json(epsilon_spent=spent), src.rows)
             )
         return out
+
+    def audit_view(self, who: str, *, limit: Any = 200) -> dict[str, Any]:
+        """What this site shows ``who`` of its audit log: ``site.audit_share`` decides.
+
+        ``own`` shares the entries of the caller's own token, ``all`` every entry,
+        ``none`` nothing. The site checks its whole chain and reports the outcome.
+        """
+        share = self.config.audit_share
+        if share == "none":
+            raise PolicyViolation(
+                f"site {self.config.name!r} does not share its audit log (site.audit_share)",
+                policy="audit_share=none",
+            )
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 5000:
+            raise InvalidPlan("audit limit must be an integer from 1 to 5000")
+        result = self.audit.verify()
+        shown = [e for e in self.audit.entries() if share == "all" or e.get("who") == who]
+        return {
+            "site": self.config.name,
+            "share": share,
+            "verify": {
+                "ok": result.ok,
+                "entries": result.entries,
+                "problem": result.problem,
+                "line": result.line,
+            },
+            "total": len(shown),
+            "entries": shown[-limit:],
+        }
 
     # ---- queries ----
     def do_get(self, context: Any, ticket: Any) -> flight.RecordBatchStream:

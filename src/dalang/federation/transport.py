@@ -65,6 +65,12 @@ class Transport(ABC):
             f"{type(self).__name__} cannot train", site=getattr(self, "site", None)
         )
 
+    def audit(self, *, limit: int, timeout: float) -> dict[str, Any]:
+        """The site's ``audit`` answer: the entries it shares and its own chain check."""
+        raise FederationError(
+            f"{type(self).__name__} has no audit log", site=getattr(self, "site", None)
+        )
+
     def close(self) -> None:  # noqa: B027 - the in-memory transport holds nothing
         """Release the connection."""
 
@@ -110,11 +116,11 @@ class FlightTransport(Transport):
                     raise P.from_flight_error(e, site=self.site) from None
             return self._client
 
-    def _action(self, name: str, *, timeout: float) -> Any:
+    def _action(self, name: str, *, timeout: float, **fields: Any) -> Any:
         client = self._connect()
         options = P.call_options(self._token, timeout=timeout)
         try:
-            return P.decode_action_result(client.do_action(P.action(name), options))
+            return P.decode_action_result(client.do_action(P.action(name, **fields), options))
         except DalangError:
             raise
         except Exception as e:
@@ -129,6 +135,12 @@ class FlightTransport(Transport):
     def datasets(self, *, timeout: float) -> list[P.DatasetInfo]:
         doc = self._action(P.ACTION_DATASETS, timeout=timeout)
         return [P.DatasetInfo.from_json(d) for d in doc]
+
+    def audit(self, *, limit: int, timeout: float) -> dict[str, Any]:
+        doc = self._action(P.ACTION_AUDIT, timeout=timeout, limit=limit)
+        if not isinstance(doc, dict):
+            raise FederationError("audit answer is not a JSON object", site=self.site)
+        return doc
 
     def query(
         self,
@@ -168,7 +180,7 @@ class FlightTransport(Transport):
                 writer.done_writing()
                 answer = reader.read_all()
             return T.doc_of(answer.schema), T.weights_from_batches(
-                answer.schema, answer.to_batches()
+                answer.schema, answer.to_batches(), dtypes=T.REPLY_DTYPES
             )
         except DalangError:
             raise

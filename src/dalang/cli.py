@@ -161,6 +161,58 @@ def certs(
         typer.echo(f"{name}: {f.cert} (key {f.key})")
 
 
+_UI_SITES = typer.Option([], "--sites", help="Site TOML configs to start locally.")
+_UI_CONNECT = typer.Option([], "--connect", help="Running sites: grpc+tls://host:port.")
+_UI_MORE = typer.Argument(None, help="More configs (or locations) after --sites (--connect).")
+
+
+@app.command()
+def ui(
+    sites: list[str] = _UI_SITES,
+    connect: list[str] = _UI_CONNECT,
+    more: list[str] | None = _UI_MORE,
+    demo: bool = typer.Option(False, "--demo", help="Start the three demo bank sites."),
+    token: str | None = typer.Option(
+        None, envvar="DALANG_UI_TOKEN", help="The page's token (default: generated, printed)."
+    ),
+    site_token: str | None = typer.Option(
+        None, envvar="DALANG_SITE_TOKEN", help="Bearer token for the --connect sites."
+    ),
+    tls_root_certs: str | None = typer.Option(None, help="CA (PEM) of the --connect sites."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8765, help="Port to listen on (0: a free one)."),
+) -> None:
+    """Serve the dashboard (sites, datasets, workbench, jobs, training, audit) on localhost."""
+    from dalang.ui import missing_extra
+
+    hint = missing_extra()
+    if hint is not None:
+        typer.echo(f"error: {hint}", err=True)
+        raise typer.Exit(2)
+    from dalang.errors import DalangError
+    from dalang.ui.launch import run_dashboard
+
+    if more and connect and not sites:
+        connect = [*connect, *more]
+    elif more:
+        sites = [*sites, *more]
+    try:
+        run_dashboard(
+            sites=sites,
+            connect=connect,
+            demo=demo,
+            token=token,
+            site_token=site_token,
+            tls_root_certs=tls_root_certs,
+            host=host,
+            port=port,
+            echo=typer.echo,
+        )
+    except (DalangError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def version() -> None:
     """Print the dalang version."""

@@ -22,6 +22,11 @@ def _entry_hash(entry: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def entry_hash(entry: dict[str, Any]) -> str:
+    """The hash an entry must carry (sha256 of its canonical JSON without ``hash``)."""
+    return _entry_hash(entry)
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
     """Outcome of :meth:`AuditLog.verify`: ``ok``, entries checked, and the first problem."""

@@ -193,8 +193,3 @@ def test_a_nan_update_is_refused_and_audited(
     entries = [json.loads(line) for line in audit.read_text().splitlines()]
     assert len(entries) == 3
     assert all(e["site"] == "s1" and "NaN" in e["reason"] for e in entries)
-
-
-def test_secure_aggregation_over_sites_says_it_is_not_available(fed: Any) -> None:
-    with pytest.raises(NotImplementedError, match="secure_aggregation"):
-        _train(fed, rounds=1, secure_aggregation=True)

@@ -582,6 +582,7 @@ class Federation:
         eval_fraction: float = 0.2,
         seed: int = 0,
         resume: str | None = None,
+        dp: Any = None,
         on_round: Callable[[Any], None] | None = None,
     ) -> Any:
         """Train a model at the sites that hold ``data``; its rows never leave them.
@@ -594,6 +595,16 @@ class Federation:
         checkpointed under ``$DALANG_HOME/runs/<run_id>/``; ``resume=run_id`` continues.
         ``on_round`` is called with each round's :class:`dalang.learn.RoundRecord` as
         soon as the round is checkpointed (for progress bars and dashboards).
+
+        ``secure_aggregation=True``: the sites mask their updates (pairwise X25519 masks,
+        Shamir shares so the sum survives dropouts) and the coordinator learns only their
+        weighted mean; each site clips its update to the norm bound before masking, since
+        nobody can check it afterwards. Works with the averaging strategies (FedAvg,
+        FedProx, FedAvgM, FedAdam, FedYogi, FedAdagrad); FedMedian, Krum and the trimmed
+        mean need each update and are refused. ``dp=learn.CentralDP(noise_multiplier=...,
+        clip=...)`` (sites clip, the coordinator adds Gaussian noise to the mean) or
+        ``learn.LocalDP(...)`` (sites add the noise); each round's epsilon is in
+        ``RoundRecord.epsilon`` and is charged by each site to its dataset's budget.
 
         Returns a :class:`dalang.learn.TrainResult` (``model``, ``history``, ``run_id``).
 
@@ -624,6 +635,7 @@ class Federation:
             eval_fraction=eval_fraction,
             seed=seed,
             resume=resume,
+            dp=dp,
             on_round=on_round,
         )
 

@@ -97,6 +97,15 @@ class BudgetLedger:
             row = db.execute("SELECT epsilon FROM spent WHERE dataset = ?", (dataset,)).fetchone()
         return float(row[0]) if row else 0.0
 
+    def count(self, dataset: str, request_id: str) -> int:
+        """How many charges to ``dataset`` carried ``request_id`` (rounds of one training run)."""
+        with self._lock, contextlib.closing(self._connect()) as db:
+            row = db.execute(
+                "SELECT COUNT(*) FROM charges WHERE dataset = ? AND request_id = ?",
+                (dataset, request_id),
+            ).fetchone()
+        return int(row[0])
+
     def check(self, dataset: str, epsilon: float, *, budget: float) -> None:
         """Raise BudgetExhausted when spending ``epsilon`` more would exceed ``budget``."""
         spent = self.spent(dataset)

@@ -26,6 +26,7 @@ from dalang.errors import (
     PolicyViolation,
 )
 from dalang.federation import protocol as P
+from dalang.federation import secure_training as ST
 from dalang.federation import training as T
 from dalang.federation.audit import AuditLog
 from dalang.federation.config import ConfigError, DatasetConfig, SiteConfig, load_config
@@ -161,6 +162,7 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
         self._contexts: list[Any] = []
         self._contexts_lock = threading.Lock()
         self._training_data = T.DataCache()
+        self._masking = ST.MaskingSessions()
         kwargs: dict[str, Any] = {"middleware": {"auth": _AuthFactory(self)}}
         if config.tls_cert is not None and config.tls_key is not None:
             kwargs["tls_certificates"] = [
@@ -436,9 +438,23 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
             return T.describe(data), []
         if request.kind == T.EXCHANGE_EVALUATE:
             return {"metrics": T.evaluate(trainer, weights, data)}, []
+        if request.kind == T.EXCHANGE_SECAGG_KEYS:
+            return self._masking.advertise(request, num_examples=int(data.y_fit.size)), []
+        if request.kind == T.EXCHANGE_SECAGG_SHARES:
+            return self._masking.share(request), []
+        if request.kind == T.EXCHANGE_SECAGG_UNMASK:
+            return self._masking.unmask(request), []
+        # the site charges its own budget (by its own accountant) before it trains
+        epsilon = ST.charge_training(self.ledger, request, datasets, self.policies)
         new, metrics = T.fit(trainer, weights, data, request)
         entry["rows"] = int(data.y_fit.size)
-        return {"metrics": metrics}, new
+        dp = ST.DPRequest.from_request(request)
+        if dp is not None:
+            entry["epsilon"] = epsilon
+            metrics = {"num_examples": metrics["num_examples"]}  # the loss has no noise
+        if request.secagg is not None:
+            return {"metrics": metrics}, [self._masking.masked(request, weights, new, dp)]
+        return {"metrics": metrics}, ST.private_update(weights, new, dp)
 
     def close(self) -> None:
         """Stop serving and release the local engines."""

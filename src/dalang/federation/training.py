@@ -41,8 +41,15 @@ DOC_KEY = b"dalang_doc"
 EXCHANGE_DESCRIBE = "describe"
 EXCHANGE_TRAIN = "train"
 EXCHANGE_EVALUATE = "evaluate"
-EXCHANGES = (EXCHANGE_DESCRIBE, EXCHANGE_TRAIN, EXCHANGE_EVALUATE)
+#: The steps of secure aggregation besides the masked ``train`` (see ``secure_training``).
+EXCHANGE_SECAGG_KEYS = "secagg_keys"
+EXCHANGE_SECAGG_SHARES = "secagg_shares"
+EXCHANGE_SECAGG_UNMASK = "secagg_unmask"
+SECAGG_STEPS = (EXCHANGE_SECAGG_KEYS, EXCHANGE_SECAGG_SHARES, EXCHANGE_SECAGG_UNMASK)
+EXCHANGES = (EXCHANGE_DESCRIBE, EXCHANGE_TRAIN, EXCHANGE_EVALUATE, *SECAGG_STEPS)
 _DTYPES = ("float32", "float64")
+#: What a reply may carry: weights, or a masked update (integers mod 2^32 or 2^64).
+REPLY_DTYPES = (*_DTYPES, "uint32", "uint64")
 _MAX_CLASSES = 10_000
 
 Weights = list[np.ndarray[Any, Any]]
@@ -64,7 +71,7 @@ def weights_to_batches(
     buffers: list[pa.Buffer] = []
     for w in weights:
         a = np.ascontiguousarray(w)
-        if a.dtype.name not in _DTYPES:
+        if a.dtype.name not in REPLY_DTYPES:
             a = a.astype(np.float64)
         layout.append({"shape": list(a.shape), "dtype": a.dtype.name})
         buffers.append(pa.py_buffer(a.reshape(-1).view(np.uint8)))
@@ -95,8 +102,14 @@ def _binary(piece: pa.Buffer) -> pa.Array:
     return pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, piece])
 
 
-def weights_from_batches(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> Weights:
-    """Inverse of :func:`weights_to_batches`; raises UpdateRejected for a malformed stream."""
+def weights_from_batches(
+    schema: pa.Schema, batches: Iterable[pa.RecordBatch], *, dtypes: Sequence[str] = _DTYPES
+) -> Weights:
+    """Inverse of :func:`weights_to_batches`; raises UpdateRejected for a malformed stream.
+
+    ``dtypes``: the tensor dtypes accepted (floats; a coordinator reading a reply also takes
+    the unsigned integers of a masked update, :data:`REPLY_DTYPES`).
+    """
     try:
         layout = json.loads((schema.metadata or {})[LAYOUT_KEY])
     except (KeyError, ValueError):
@@ -114,9 +127,9 @@ def weights_from_batches(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -
     out: Weights = []
     for spec, parts in zip(layout, pieces, strict=True):
         shape, dtype = spec.get("shape"), spec.get("dtype")
-        if dtype not in _DTYPES or not isinstance(shape, list):
+        if dtype not in dtypes or not isinstance(shape, list):
             raise UpdateRejected(
-                f"a tensor has dtype {str(dtype)[:20]!r}; allowed: {', '.join(_DTYPES)}"
+                f"a tensor has dtype {str(dtype)[:20]!r}; allowed: {', '.join(dtypes)}"
             )
         data = parts[0] if len(parts) == 1 else b"".join(p.to_pybytes() for p in parts)
         flat = np.frombuffer(data, dtype=np.dtype(dtype)) if len(data) else np.zeros(0, dtype)
@@ -159,6 +172,9 @@ class TrainRequest:
     seed: int
     eval_fraction: float
     round: int
+    run: str = ""
+    secagg: dict[str, Any] | None = None
+    dp: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> TrainRequest:
@@ -200,7 +216,23 @@ class TrainRequest:
             seed=int(num("seed", 0, 0, 2**32 - 1)),
             eval_fraction=num("eval_fraction", 0.2, 0.0, 0.9),
             round=int(num("round", 0, 0, 1e9)),
+            run=_run_id(doc.get("run", "")),
+            secagg=_optional_object(doc, "secagg"),
+            dp=_optional_object(doc, "dp"),
         )
+
+
+def _run_id(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 64 or not all(c.isalnum() for c in value):
+        raise InvalidPlan("'run' must be a run id of at most 64 letters and digits")
+    return value
+
+
+def _optional_object(doc: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    value = doc.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise InvalidPlan(f"'{key}' must be a JSON object when given")
+    return value
 
 
 # ---- policy -------------------------------------------------------------------------

@@ -24,6 +24,9 @@ from dalang.errors import PlatformUnavailable
 __all__ = [
     "DEFAULT_ORDERS",
     "Accountant",
+    "CentralDP",
+    "LocalDP",
+    "TrainingDP",
     "add_central_noise",
     "central_noise_std",
     "clip_update",
@@ -31,6 +34,7 @@ __all__ = [
     "local_dp",
     "rdp_epsilon",
     "rdp_sampled_gaussian",
+    "training_dp_from_json",
 ]
 
 Arrays = list[np.ndarray[Any, Any]]
@@ -311,3 +315,82 @@ class Accountant:
             accountant = dp_accounting.rdp.RdpAccountant(list(DEFAULT_ORDERS))
         accountant.compose(event, self.steps)
         return float(accountant.get_epsilon(delta))
+
+
+# ---------------------------------------------------------------------------------------------
+# The dp= option of fed.train
+
+
+@dataclass(frozen=True)
+class TrainingDP:
+    """Differential privacy for ``fed.train(..., dp=...)``: :class:`CentralDP` or :class:`LocalDP`.
+
+    Each site clips its update (``weights - global``) to L2 norm ``clip``; the Gaussian noise
+    has std ``noise_multiplier * clip`` on the sum of the updates (central) or on each update
+    (local). Every site takes part in every round, so each round is one Gaussian mechanism at
+    the site level (sampling rate 1), and :meth:`accountant` counts epsilon at ``delta``.
+    """
+
+    noise_multiplier: float
+    clip: float
+    delta: float = 1e-5
+    mode = "central"
+
+    def __post_init__(self) -> None:
+        if not self.noise_multiplier > 0 or not math.isfinite(self.noise_multiplier):
+            raise ValueError(f"noise_multiplier must be positive, got {self.noise_multiplier}")
+        if not self.clip > 0 or not math.isfinite(self.clip):
+            raise ValueError(f"clip must be positive, got {self.clip}")
+        if not 0 < self.delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {self.delta}")
+
+    def accountant(self) -> Accountant:
+        """An accountant for rounds of this mechanism (no round charged yet)."""
+        return Accountant(
+            noise_multiplier=self.noise_multiplier, sampling_rate=1.0, delta=self.delta
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """What travels to the sites in every training request."""
+        return {
+            "mode": self.mode,
+            "noise_multiplier": self.noise_multiplier,
+            "clip": self.clip,
+            "delta": self.delta,
+        }
+
+
+@dataclass(frozen=True)
+class CentralDP(TrainingDP):
+    """Central DP: sites clip, the coordinator adds noise of std ``noise_multiplier * clip / n``
+    to the mean of ``n`` updates.
+
+    Examples
+    --------
+    >>> round(CentralDP(noise_multiplier=1.0, clip=1.0).accountant().step(10).epsilon(), 1)
+    19.1
+    """
+
+    mode = "central"
+
+
+@dataclass(frozen=True)
+class LocalDP(TrainingDP):
+    """Local DP: each site clips and adds noise of std ``noise_multiplier * clip`` itself, so
+    not even the coordinator sees an update without noise."""
+
+    mode = "local"
+
+
+def training_dp_from_json(doc: Any) -> TrainingDP:
+    """The option a site received; raises ValueError for anything malformed."""
+    if not isinstance(doc, dict):
+        raise ValueError("'dp' must be an object")
+    kinds: dict[Any, type[TrainingDP]] = {"central": CentralDP, "local": LocalDP}
+    kind = kinds.get(doc.get("mode"))
+    if kind is None:
+        raise ValueError("'dp.mode' must be 'central' or 'local'")
+    values = [doc.get(k) for k in ("noise_multiplier", "clip", "delta")]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ValueError("'dp' needs numbers noise_multiplier, clip and delta")
+    return kind(noise_multiplier=float(values[0]), clip=float(values[1]), delta=float(values[2]))  # type: ignore[arg-type]

@@ -34,6 +34,7 @@ from dalang.learn.types import EvalResult, FitResult, Model, RoundRecord, TrainR
 if TYPE_CHECKING:
     from dalang.federation.coordinator import Federation
     from dalang.federation.transport import Transport
+    from dalang.learn.dp import TrainingDP
     from dalang.learn.trainers import Trainer
     from dalang.plan.nodes import Node
 
@@ -234,17 +235,30 @@ def train(
     seed: int = 0,
     resume: str | None = None,
     norm_bound: float = DEFAULT_NORM_BOUND,
+    dp: TrainingDP | None = None,
     on_round: Callable[[RoundRecord], None] | None = None,
 ) -> TrainResult:
     """Train ``trainer`` over the sites that hold ``data``; see ``Federation.train``."""
-    if secure_aggregation:
-        raise NotImplementedError(
-            "secure_aggregation=True over real sites is not available yet: the sites do not "
-            "take part in the masking round (dalang.learn.secagg works in simulation only); "
-            "train with secure_aggregation=False"
-        )
+    from dalang.learn.dp import TrainingDP
+    from dalang.learn.strategies import DPFixedClipping
+
     if rounds < 1 or min_sites < 1 or round_timeout <= 0:
         raise PlanError("rounds and min_sites must be at least 1, round_timeout positive")
+    if not norm_bound > 0:
+        raise PlanError(f"norm_bound must be positive, got {norm_bound}")
+    if dp is not None and not isinstance(dp, TrainingDP):
+        raise PlanError(
+            f"dp must be learn.CentralDP(...) or learn.LocalDP(...), not {type(dp).__name__}"
+        )
+    if dp is not None and isinstance(strategy, DPFixedClipping):
+        raise PlanError(
+            "dp=... and DPFixedClipping would both add noise; pass the inner strategy with dp="
+        )
+    central = dp is not None and dp.mode == "central"
+    if secure_aggregation or central:
+        from dalang.learn.secure_rounds import check_strategy
+
+        check_strategy(strategy)
     plans = site_plans(data.node)
     transports: dict[str, Transport] = {}
     for site in plans:
@@ -253,6 +267,10 @@ def train(
         transports[site] = federation._transports[site]
     if len(plans) < min_sites:
         raise PlanError(f"the training data is at {len(plans)} site(s), fewer than min_sites")
+    if secure_aggregation and len(plans) < 2:
+        raise PlanError(
+            "secure aggregation needs at least 2 sites (the sum of one update is the update)"
+        )
     config = RoundConfig(
         tuple(features),
         label,
@@ -268,6 +286,12 @@ def train(
     history: list[RoundRecord] = []
     workers = max(4, 2 * len(transports))
     pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dalang-train")
+    privacy: dict[str, Any] = {"run": run_id}
+    if dp is not None:
+        privacy["dp"] = dp.to_json()
+    # the sites clip to the DP clip; an update above it did not come from an honest site
+    bound = min(norm_bound, dp.clip * (1 + 1e-6)) if dp is not None else norm_bound
+    rng = np.random.default_rng()
 
     def call(site: str, request: dict[str, Any], weights: Weights) -> Callable[[], Any]:
         transport = transports[site]
@@ -290,58 +314,58 @@ def train(
             "features": list(features),
             "label": label,
             "sites": sorted(plans),
+            "secure_aggregation": bool(secure_aggregation),
+            "dp": dp.to_json() if dp is not None else None,
         }
         for rnd in range(len(history) + 1, rounds + 1):
             started = time.perf_counter()
-            extra = dict(strategy.configure_fit(rnd) or {})
-            fit_calls = {
-                s: call(s, config.request("train", plans[s], rnd, **extra), weights) for s in plans
-            }
-            answers, failures = _in_parallel(pool, fit_calls, timeout=round_timeout)
-            dropped = sorted(failures)
-            for site, error in failures.items():
-                why = "timed out" if error is None else f"{type(error).__name__}: {error}"
-                log.warning("round %d: site %s left out (%s)", rnd, site, why)
-            results: list[FitResult] = []
-            refused: list[str] = []
-            for site, (doc, update) in sorted(answers.items()):
-                try:
-                    check_update(update, weights, norm_bound=norm_bound)
-                except UpdateRejected as e:
-                    refused.append(site)
-                    log.warning("round %d: update from %s refused: %s", rnd, site, e.reason)
-                    _audit(directory, run_id=run_id, round=rnd, site=site, status="refused",
-                           reason=e.reason)  # fmt: skip
-                    continue
-                metrics = {k: float(v) for k, v in doc.get("metrics", {}).items()}
-                n = int(metrics.get("num_examples", 0))
-                results.append(FitResult(site, update, n, metrics))
-            if len(results) < min_sites:
+            extra = {**dict(strategy.configure_fit(rnd) or {}), **privacy}
+            if secure_aggregation:
+                clip = min(norm_bound, dp.clip) if dp is not None else norm_bound
+                step = _secure_step(
+                    pool, plans, config, call, weights, rnd, round_timeout, extra, clip=clip
+                )
+            else:
+                step = _plain_step(
+                    pool,
+                    plans,
+                    config,
+                    call,
+                    weights,
+                    rnd,
+                    round_timeout,
+                    extra,
+                    norm_bound=bound,
+                    directory=directory,
+                    run_id=run_id,
+                )
+            if len(step.sites) < min_sites:
                 raise FederationError(
-                    f"round {rnd}: {len(results)} site(s) sent a usable update, fewer than "
-                    f"min_sites={min_sites} (dropped: {', '.join(dropped) or 'none'}; "
-                    f"refused: {', '.join(refused) or 'none'}); "
-                    + "; ".join(
-                        f"{s}: {'timed out' if e is None else e}" for s, e in failures.items()
-                    ),
+                    f"round {rnd}: {len(step.sites)} site(s) sent a usable update, fewer than "
+                    f"min_sites={min_sites} (dropped: {', '.join(step.dropped) or 'none'}; "
+                    f"refused: {', '.join(step.refused) or 'none'}); " + step.why(),
                     retryable=True,
                 )
+            results = step.results
+            if central and dp is not None and results:
+                # one noisy, unweighted mean of the clipped updates: the strategy only
+                # post-processes it (FedAvgM/FedAdam steps from it), so DP holds
+                results = [_noisy_mean(results, weights, dp, rng)]
             weights = [np.asarray(w) for w in strategy.aggregate(rnd, weights, results)]
-            evaluated = _evaluate(pool, plans, config, call, weights, rnd, round_timeout, results)
+            sites = step.sites
+            evaluated = _evaluate(pool, plans, config, call, weights, rnd, round_timeout, sites)
             metrics = _weighted(evaluated)
-            if results:
-                n_fit = sum(r.num_examples for r in results) or 1
-                metrics["train_loss"] = (
-                    sum(r.metrics.get("loss", 0.0) * r.num_examples for r in results) / n_fit
-                )
+            if step.train_loss is not None:
+                metrics["train_loss"] = step.train_loss
+            epsilon = dp.accountant().step(rnd).epsilon() if dp is not None else None
             history.append(
                 RoundRecord(
                     round=rnd,
-                    sites=[r.site for r in results],
-                    dropped=dropped,
-                    refused=refused,
+                    sites=step.sites,
+                    dropped=step.dropped,
+                    refused=step.refused,
                     metrics=metrics,
-                    epsilon=None,
+                    epsilon=epsilon,
                     seconds=time.perf_counter() - started,
                 )
             )
@@ -351,6 +375,133 @@ def train(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return TrainResult(Model(trainer, weights), history, run_id)
+
+
+@dataclass
+class _Step:
+    """One round's updates, before the strategy: results and who took part."""
+
+    results: list[FitResult]
+    sites: list[str]
+    dropped: list[str]
+    refused: list[str]
+    failures: dict[str, BaseException | None]
+    train_loss: float | None
+
+    def why(self) -> str:
+        return "; ".join(
+            f"{s}: {'timed out' if e is None else e}" for s, e in self.failures.items()
+        )
+
+
+def _train_loss(metrics: Mapping[str, Mapping[str, float]]) -> float | None:
+    rows = [(m["loss"], m.get("num_examples", 0.0)) for m in metrics.values() if "loss" in m]
+    total = sum(n for _, n in rows)
+    return sum(loss * n for loss, n in rows) / total if rows and total > 0 else None
+
+
+def _plain_step(
+    pool: cf.ThreadPoolExecutor,
+    plans: Mapping[str, str],
+    config: RoundConfig,
+    call: Callable[[str, dict[str, Any], Weights], Callable[[], Any]],
+    weights: Weights,
+    rnd: int,
+    timeout: float,
+    extra: Mapping[str, Any],
+    *,
+    norm_bound: float,
+    directory: Path,
+    run_id: str,
+) -> _Step:
+    """Every site's own update, each checked (shape, dtype, finite, norm)."""
+    fit_calls = {
+        s: call(s, config.request("train", plans[s], rnd, **extra), weights) for s in plans
+    }
+    answers, failures = _in_parallel(pool, fit_calls, timeout=timeout)
+    dropped: list[str] = []
+    refused: list[str] = []
+    for site, error in sorted(failures.items()):
+        why = "timed out" if error is None else f"{type(error).__name__}: {error}"
+        if isinstance(error, PolicyViolation):  # e.g. the site's privacy budget is spent
+            refused.append(site)
+            log.warning("round %d: site %s refused to train (%s)", rnd, site, why)
+        else:
+            dropped.append(site)
+            log.warning("round %d: site %s left out (%s)", rnd, site, why)
+    results: list[FitResult] = []
+    for site, (doc, update) in sorted(answers.items()):
+        try:
+            check_update(update, weights, norm_bound=norm_bound)
+        except UpdateRejected as e:
+            refused.append(site)
+            log.warning("round %d: update from %s refused: %s", rnd, site, e.reason)
+            _audit(directory, run_id=run_id, round=rnd, site=site, status="refused",
+                   reason=e.reason)  # fmt: skip
+            continue
+        metrics = {k: float(v) for k, v in doc.get("metrics", {}).items()}
+        n = int(metrics.get("num_examples", 0))
+        results.append(FitResult(site, update, n, metrics))
+    loss = _train_loss({r.site: r.metrics for r in results})
+    return _Step(results, [r.site for r in results], dropped, sorted(refused), failures, loss)
+
+
+def _secure_step(
+    pool: cf.ThreadPoolExecutor,
+    plans: Mapping[str, str],
+    config: RoundConfig,
+    call: Callable[[str, dict[str, Any], Weights], Callable[[], Any]],
+    weights: Weights,
+    rnd: int,
+    timeout: float,
+    extra: Mapping[str, Any],
+    *,
+    clip: float,
+) -> _Step:
+    """The masked round: the coordinator learns the weighted mean update, nothing else."""
+    from dalang.learn.secure_rounds import secure_round
+
+    def request(site: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return config.request(kind, plans[site], rnd, secagg=spec, **extra)
+
+    out = secure_round(
+        sites=sorted(plans),
+        request=request,
+        call=call,
+        parallel=lambda calls: _in_parallel(pool, calls, timeout=timeout),
+        weights=weights,
+        round=rnd,
+        clip=clip,
+    )
+    for site, error in out.failures.items():
+        why = "timed out" if error is None else f"{type(error).__name__}: {error}"
+        log.warning("round %d: site %s missed a secure aggregation step (%s)", rnd, site, why)
+    mean = FitResult("secure_sum", out.apply(weights), out.num_examples, {})
+    loss = _train_loss(out.metrics)
+    dropped, refused = sorted(out.dropped), sorted(out.refused)
+    return _Step([mean], out.survivors, dropped, refused, out.failures, loss)
+
+
+def _noisy_mean(
+    results: Sequence[FitResult], current: Weights, dp: TrainingDP, rng: np.random.Generator
+) -> FitResult:
+    """Central DP: the unweighted mean of clipped updates plus N(0, (nm * clip / n)^2).
+
+    Under secure aggregation ``results`` is already the one mean (the sites weighted by
+    one each, so it is unweighted there too).
+    """
+    n = len(results) if results[0].site != "secure_sum" else max(1, results[0].num_examples)
+    mean = (
+        results[0].weights
+        if len(results) == 1
+        else [
+            np.mean([r.weights[i].astype(np.float64) for r in results], axis=0).astype(c.dtype)
+            for i, c in enumerate(current)
+        ]
+    )
+    std = dp.noise_multiplier * dp.clip / n
+    noisy = [(m + rng.normal(0.0, std, size=m.shape)).astype(m.dtype) for m in mean]
+    return FitResult("dp_mean", noisy, sum(r.num_examples for r in results), {})
 
 
 def _initial_weights(
@@ -388,9 +539,8 @@ def _evaluate(
     weights: Weights,
     rnd: int,
     timeout: float,
-    results: Sequence[FitResult],
+    sites: Sequence[str],
 ) -> list[EvalResult]:
-    sites = [r.site for r in results]
     calls = {s: call(s, config.request("evaluate", plans[s], rnd), weights) for s in sites}
     answers, _ = _in_parallel(pool, calls, timeout=timeout)
     out = []

@@ -179,40 +179,53 @@ def quantize(
     *,
     dtype: type[np.unsignedinteger[Any]] = np.uint64,
 ) -> np.ndarray[Any, Any]:
-    """Map ``x`` clipped to ``[-clip, clip]`` onto the integers ``0 .. 2**bits - 1``.
+    """Map ``x`` clipped to ``[-clip, clip]`` onto the integers ``0 .. 2**bits - 2``.
 
-    A sum of ``n`` quantised vectors is exact in the ring Z/2^m while ``n * 2**bits <= 2**m``;
-    :func:`dequantize` with ``n`` maps it back. Rounding is to nearest: each element is off by at
-    most ``clip / (2**bits - 1)``.
+    The grid has an odd number of points so that zero is one of them (``2**(bits-1) - 1``):
+    a coordinate no site changes stays exactly zero in the sum, which adaptive server
+    optimisers (FedAdam divides by the update's magnitude) need. A sum of ``n`` quantised
+    vectors is exact in the ring Z/2^m while ``n * 2**bits <= 2**m``; :func:`dequantize` with
+    ``n`` maps it back. Rounding is to nearest: each element is off by at most
+    ``clip / (2**bits - 2)``.
 
     Examples
     --------
     >>> q = quantize(np.array([-1.0, 0.0, 1.0]), 1.0, 8)
     >>> q.tolist()
-    [0, 128, 255]
+    [0, 127, 254]
     >>> dequantize(q, 1.0, 8).round(2).tolist()
     [-1.0, 0.0, 1.0]
     """
-    if not 1 <= bits <= 62:
-        raise ValueError(f"bits must be in 1..62, got {bits}")
+    if not 2 <= bits <= 62:
+        raise ValueError(f"bits must be in 2..62, got {bits}")
     if clip <= 0:
         raise ValueError(f"clip must be positive, got {clip}")
-    scale = ((1 << bits) - 1) / (2.0 * clip)
+    scale = ((1 << bits) - 2) / (2.0 * clip)
     q = np.clip(np.asarray(x, dtype=np.float64), -clip, clip)
-    q += clip
     q *= scale
     np.rint(q, out=q)
+    q += float((1 << (bits - 1)) - 1)
     return q.astype(dtype)
 
 
 def dequantize(
     q: np.ndarray[Any, Any], clip: float, bits: int, *, n: int = 1
 ) -> np.ndarray[Any, Any]:
-    """Map a sum of ``n`` quantised vectors back to floats (float64)."""
-    scale = (2.0 * clip) / ((1 << bits) - 1)
-    out = np.asarray(q).astype(np.float64)
-    out *= scale
-    out -= n * clip
+    """Map a sum of ``n`` quantised vectors back to floats (float64).
+
+    The ``n`` offsets come off in integers (mod 2^m, then read as signed), so the result is
+    exact on the grid: a sum of zeros gives zeros.
+    """
+    a = np.asarray(q)
+    step = (2.0 * clip) / ((1 << bits) - 2)
+    offset = n * ((1 << (bits - 1)) - 1)
+    if a.dtype.kind == "u":
+        signed = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
+        centred = (a - a.dtype.type(offset % (1 << (8 * a.dtype.itemsize)))).view(signed)
+    else:
+        centred = a.astype(np.float64) - offset
+    out = centred.astype(np.float64)
+    out *= step
     return out
 
 
@@ -660,7 +673,7 @@ def simulate_secure_sum(
     update; their updates are left out and their pairwise masks removed. ``late_drop``: clients
     that send their masked update and then vanish before round 4; their updates count. The
     result is the sum over every client not in ``drop``, within quantisation error
-    (``clip / (2**bits - 1)`` per client and element). ``seed`` makes the keys reproducible
+    (``clip / (2**bits - 2)`` per client and element). ``seed`` makes the keys reproducible
     (tests and benchmarks only).
 
     Examples

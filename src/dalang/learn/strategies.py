@@ -96,6 +96,10 @@ class FedAvg:
     [3.0]
     """
 
+    #: Needs only the example-weighted mean of the updates, so it runs under secure
+    #: aggregation (which reveals only their sum); robust strategies set it to False.
+    aggregates_mean: bool = True
+
     def initialize(self, weights: Weights) -> Weights:
         return weights
 
@@ -260,6 +264,8 @@ class FedAdagrad(_FedOpt):
 class FedMedian(FedAvg):
     """The coordinate-wise median of the sites' weights (unweighted); robust to outliers."""
 
+    aggregates_mean = False
+
     def aggregate(self, round: int, current: Weights, results: list[FitResult]) -> Weights:
         if not results:
             return current
@@ -271,6 +277,8 @@ class FedMedian(FedAvg):
 
 class FedTrimmedAvg(FedAvg):
     """The coordinate-wise mean without the ``beta`` fraction of highest and lowest values."""
+
+    aggregates_mean = False
 
     def __init__(self, beta: float = 0.2) -> None:
         if not 0 <= beta < 0.5:
@@ -308,6 +316,8 @@ def krum_scores(results: Sequence[FitResult], f: int) -> Array:
 class Krum(FedAvg):
     """Krum (Blanchard et al. 2017): the one update closest to its ``n - f - 2`` neighbours."""
 
+    aggregates_mean = False
+
     def __init__(self, f: int = 0) -> None:
         self.f = int(f)
 
@@ -323,6 +333,8 @@ class Krum(FedAvg):
 
 class MultiKrum(FedAvg):
     """Multi-Krum: the example-weighted mean of the ``m`` updates with the best Krum scores."""
+
+    aggregates_mean = False
 
     def __init__(self, f: int = 0, m: int = 1) -> None:
         self.f = int(f)
@@ -348,6 +360,8 @@ class FedBuff(FedAvg):
     ``a = staleness_weight`` (or ``staleness_weight`` itself when it is a function).
     Updates staler than ``max_staleness`` are dropped.
     """
+
+    aggregates_mean = False
 
     asynchronous = True
 

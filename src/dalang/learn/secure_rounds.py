@@ -1,0 +1,236 @@
+"""One round of secure aggregation over real sites: the coordinator's side of the masking.
+
+The coordinator routes the sites' public keys and encrypted shares, sums masked integer
+vectors and, with the shares the survivors send back, removes the masks: it learns the
+weighted mean of the updates and nothing about any one of them. Four exchanges per round:
+
+1. ``secagg_keys``: each site starts a session, sends two X25519 public keys and its
+   example count (the weights of the mean).
+2. ``secagg_shares``: each site gets every key, returns Shamir shares of its secrets
+   encrypted for each neighbour.
+3. ``train`` with ``secagg``: each site gets the global weights and the shares addressed to
+   it, trains, clips ``update - global`` to the round's clip, weights it by its share of the
+   examples, quantises and masks it.
+4. ``secagg_unmask``: the sites whose masked update arrived send the shares that remove the
+   masks (self masks of survivors, pairwise masks of sites that dropped before step 3).
+
+A site that drops at any step is left out; the sum survives while ``threshold`` sites answer
+step 4. Strategies that need each update (median, Krum, trimmed mean) cannot run on a sum.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dalang.errors import FederationError, PlanError, PolicyViolation
+from dalang.learn.types import Weights
+
+#: Fixed-point bits per element in the 64-bit ring (error <= clip / 2**bits per site).
+SECAGG_BITS = 40
+
+Call = Callable[[str, dict[str, Any], Weights], Callable[[], Any]]
+Parallel = Callable[
+    [Mapping[str, Callable[[], Any]]], tuple[dict[str, Any], dict[str, BaseException | None]]
+]
+
+
+def check_strategy(strategy: Any) -> None:
+    """Refuse a strategy that needs the individual updates (they stay masked)."""
+    from dalang.learn.strategies import DPFixedClipping
+
+    if isinstance(strategy, DPFixedClipping):
+        raise PlanError(
+            "DPFixedClipping clips updates at the coordinator, which cannot see them under "
+            "secure aggregation; use fed.train(..., secure_aggregation=True, "
+            "dp=learn.CentralDP(noise_multiplier=..., clip=...)) with the strategy inside it: "
+            "the sites clip, the coordinator adds the noise to the sum"
+        )
+    if getattr(strategy, "aggregates_mean", None) is not True:
+        raise PlanError(
+            f"{type(strategy).__name__} needs every site's own update, but secure aggregation "
+            "reveals only their sum; use an averaging strategy (FedAvg, FedProx, FedAvgM, "
+            "FedAdam, FedYogi, FedAdagrad), train with secure_aggregation=False, or set "
+            "aggregates_mean = True on a strategy of your own that needs only the weighted mean"
+        )
+
+
+def threshold_for(n: int) -> int:
+    """Shares needed per secret: a strict majority of the ``n`` sites, at least 2."""
+    return max(2, n // 2 + 1)
+
+
+@dataclass
+class SecureRound:
+    """What one masked round produced: the mean update and who took part."""
+
+    mean_delta: np.ndarray[Any, Any] | None
+    survivors: list[str]
+    num_examples: int
+    dropped: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    failures: dict[str, BaseException | None] = field(default_factory=dict)
+
+    def apply(self, weights: Weights) -> Weights:
+        """``weights + mean_delta`` in the weights' shapes and dtypes."""
+        if self.mean_delta is None:
+            return weights
+        out: Weights = []
+        at = 0
+        for w in weights:
+            part = self.mean_delta[at : at + w.size].reshape(w.shape)
+            out.append((w.astype(np.float64) + part).astype(w.dtype))
+            at += w.size
+        return out
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise FederationError("a secure aggregation message is not base64 text")
+    return base64.b64decode(value, validate=True)
+
+
+def secure_round(
+    *,
+    sites: Sequence[str],
+    request: Callable[[str, str, dict[str, Any]], dict[str, Any]],
+    call: Call,
+    parallel: Parallel,
+    weights: Weights,
+    round: int,
+    clip: float,
+) -> SecureRound:
+    """Drive the four exchanges of one masked round over ``sites``.
+
+    ``request(site, kind, secagg)`` builds the site's request document for a step;
+    ``call(site, doc, weights)`` the exchange; ``parallel`` runs exchanges at once and
+    returns ``(answers, failures)``. Raises FederationError when fewer sites than the
+    threshold get through a step (the sum cannot be unmasked).
+    """
+    from dalang.learn.secagg import SecAggError, SecAggParams, SecAggServer
+
+    ids = {s: i for i, s in enumerate(sorted(sites))}
+    by_id = {i: s for s, i in ids.items()}
+    n = len(ids)
+    if n < 2:
+        raise PlanError(
+            "secure aggregation needs at least 2 sites (the sum of one update is the update)"
+        )
+    threshold = threshold_for(n)
+    bits = min(SECAGG_BITS, 63 - math.ceil(math.log2(n + 1)))
+    params = SecAggParams(threshold=threshold, clip=clip, bits=bits, modulus_bits=64, round=round)
+    server = SecAggServer(params)
+    session = secrets.token_hex(16)
+    out = SecureRound(None, [], 0)
+    refused_errors = (PolicyViolation,)
+
+    def lose(failures: Mapping[str, BaseException | None]) -> None:
+        for site, error in failures.items():
+            out.failures[site] = error
+            if isinstance(error, refused_errors):
+                out.refused.append(site)
+            else:
+                out.dropped.append(site)
+
+    def enough(alive: Sequence[str], step: str) -> None:
+        if len(alive) < threshold:
+            raise FederationError(
+                f"round {round}: {len(alive)} site(s) got through the secure aggregation "
+                f"{step} step, fewer than its threshold {threshold} of {n}; the masked sum "
+                "cannot be opened (lower the dropouts, or train with more sites); "
+                + "; ".join(
+                    f"{s}: {'timed out' if e is None else e}" for s, e in out.failures.items()
+                ),
+                retryable=True,
+            )
+
+    # 1. keys
+    start = {
+        "session": session,
+        "threshold": threshold,
+        "clip": clip,
+        "bits": bits,
+        "modulus_bits": 64,
+    }
+    answers, failures = parallel(
+        {s: call(s, request(s, "secagg_keys", {**start, "id": ids[s]}), []) for s in sorted(ids)}
+    )
+    lose(failures)
+    counts: dict[str, int] = {}
+    for site, (doc, _) in answers.items():
+        try:
+            server.receive_keys(ids[site], _unb64(doc.get("keys")))
+            counts[site] = max(0, int(doc.get("num_examples", 0)))
+        except (SecAggError, ValueError, TypeError, FederationError) as e:
+            lose({site: e})
+    enough(sorted(counts), "keys")
+    # 2. shares
+    keys = {str(k): _b64(v) for k, v in server.keys().items()}
+    answers, failures = parallel(
+        {
+            s: call(s, request(s, "secagg_shares", {"session": session, "keys": keys}), [])
+            for s in sorted(counts)
+        }
+    )
+    lose(failures)
+    shared: list[str] = []
+    for site, (doc, _) in sorted(answers.items()):
+        try:
+            routed = {int(k): _unb64(v) for k, v in dict(doc.get("shares", {})).items()}
+            server.receive_shares(ids[site], routed)
+            shared.append(site)
+        except (SecAggError, ValueError, TypeError, FederationError) as e:
+            lose({site: e})
+    enough(shared, "shares")
+    # 3. masked updates
+    scale = float(sum(counts[s] for s in shared)) or 1.0
+    calls = {}
+    for s in shared:
+        addressed = {str(u): _b64(c) for u, c in server.shares_for(ids[s]).items()}
+        spec = {"session": session, "shares": addressed, "scale": scale}
+        calls[s] = call(s, request(s, "train", spec), weights)
+    answers, failures = parallel(calls)
+    lose(failures)
+    for site, (doc, masked) in sorted(answers.items()):
+        try:
+            if len(masked) != 1:
+                raise FederationError(f"{len(masked)} masked tensors, expected 1")
+            server.receive_masked(ids[site], masked[0])
+        except (SecAggError, FederationError) as e:
+            lose({site: e})
+            continue
+        out.metrics[site] = {k: float(v) for k, v in dict(doc.get("metrics", {})).items()}
+    survivors_ids, dropped_ids = server.unmask_request() if out.metrics else ([], [])
+    enough([by_id[i] for i in survivors_ids], "masked update")
+    # 4. unmask
+    spec = {"session": session, "survivors": survivors_ids, "dropped": dropped_ids}
+    unmask = {by_id[i]: request(by_id[i], "secagg_unmask", spec) for i in survivors_ids}
+    answers, failures = parallel({s: call(s, doc, []) for s, doc in unmask.items()})
+    for site, error in failures.items():  # their updates count: only their shares are missing
+        out.failures[site] = error
+    answered = []
+    for site, (doc, _) in sorted(answers.items()):
+        try:
+            shares = {int(k): _unb64(v) for k, v in dict(doc.get("shares", {})).items()}
+            server.receive_unmask(ids[site], shares)
+            answered.append(site)
+        except (SecAggError, ValueError, TypeError, FederationError) as e:
+            out.failures[site] = e
+    enough(answered, "unmask")
+    total = server.aggregate()  # sum of n_i / scale * clipped delta_i over the survivors
+    out.survivors = [by_id[i] for i in survivors_ids]
+    out.num_examples = sum(counts[s] for s in out.survivors)
+    out.mean_delta = total * (scale / max(out.num_examples, 1))
+    return out
+

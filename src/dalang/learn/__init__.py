@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from dalang.learn.dp import CentralDP, LocalDP
     from dalang.learn.partition import dirichlet_partition, iid_partition
     from dalang.learn.simulation import simulate
     from dalang.learn.strategies import (
@@ -82,6 +83,8 @@ _WHERE: dict[str, str] = {
     "FedBuff": "strategies",
     "DPFixedClipping": "strategies",
     "Validated": "strategies",
+    "CentralDP": "dp",
+    "LocalDP": "dp",
     "validate_update": "validation",
     "iid_partition": "partition",
     "dirichlet_partition": "partition",
@@ -91,6 +94,7 @@ _WHERE: dict[str, str] = {
 __all__ = [
     "MLP",
     "TRAINERS",
+    "CentralDP",
     "DPFixedClipping",
     "EvalResult",
     "FedAdagrad",
@@ -105,6 +109,7 @@ __all__ = [
     "FitResult",
     "Krum",
     "LinearRegression",
+    "LocalDP",
     "LogisticRegression",
     "Model",
     "MultiKrum",

@@ -233,4 +233,3 @@ def secure_round(
     out.num_examples = sum(counts[s] for s in out.survivors)
     out.mean_delta = total * (scale / max(out.num_examples, 1))
     return out
-

@@ -28,7 +28,8 @@
         │   └── BudgetExhausted        a differential privacy budget that is spent
         ├── ReplayRefused              a nonce seen before, or a clock too far off
         ├── InvalidPlan (ValueError)   a request or plan a site cannot decode
-        └── UpdateRejected (ValueError)  a model update refused (shape, dtype, NaN, norm; reason)
+        ├── UpdateRejected (ValueError)  a model update refused (shape, dtype, NaN, norm; reason)
+        └── FlowerAppError             a Flower ServerApp or ClientApp that failed (site if known)
 """
 
 from __future__ import annotations
@@ -236,3 +237,8 @@ class UpdateRejected(FederationError, ValueError):
     def __init__(self, reason: str, *, site: str | None = None) -> None:
         self.reason = reason
         super().__init__(f"update rejected: {reason}", site=site, retryable=False)
+
+
+class FlowerAppError(FederationError):
+    """A Flower app run by ``fed.run_flower`` that failed: the ServerApp raised or did not
+    finish in time, or a site's ClientApp raised (``site`` names it)."""

@@ -639,6 +639,35 @@ class Federation:
             on_round=on_round,
         )
 
+    def run_flower(
+        self,
+        data: Dataset,
+        *,
+        server_app: Any,
+        client_app: Any,
+        rounds: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """Run an unchanged Flower ``ServerApp`` with its ``ClientApp`` at the sites of ``data``.
+
+        Each site runs its part of ``data``'s plan and hands the rows to the ClientApp
+        in ``context.state`` (``dalang.flower.site_data(context)``); the ClientApp
+        (``"module:attribute"`` or the object) must be approved by digest in the site's
+        policy. ``rounds`` sets ``run_config["num-server-rounds"]``. Options and the
+        result (:class:`dalang.flower.FlowerResult`): see :func:`dalang.flower.run_flower`.
+        Needs ``pip install 'dalang[flower]'``.
+
+        Examples
+        --------
+        >>> out = fed.run_flower(fed.table("digits"), server_app=app,  # doctest: +SKIP
+        ...                      client_app="my_app:client_app", rounds=3)
+        """
+        from dalang.flower import run_flower
+
+        return run_flower(
+            self, data, server_app=server_app, client_app=client_app, rounds=rounds, **options
+        )
+
     # ---- lifecycle ----------------------------------------------------------
     def close(self) -> None:
         """Disconnect; stop the site processes this federation started."""

@@ -380,6 +380,8 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
     def do_exchange(self, context: Any, descriptor: Any, reader: Any, writer: Any) -> None:
         """``describe``/``train``/``evaluate``: the JSON request is the descriptor's command,
         the global weights the incoming stream; the reply is weights with a JSON document."""
+        if b'"kind": "flower"' in (descriptor.command or b""):  # a Flower ClientApp's message
+            return self._flower_exchange(self._who(context), descriptor.command, reader, writer)
         entry: dict[str, Any] = {"who": self._who(context), "action": "train"}
         try:
             body = P.decode_action_body(descriptor.command or b"")
@@ -455,6 +457,16 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
         if request.secagg is not None:
             return {"metrics": metrics}, [self._masking.masked(request, weights, new, dp)]
         return {"metrics": metrics}, ST.private_update(weights, new, dp)
+
+    def _flower_exchange(self, who: str, command: bytes, reader: Any, writer: Any) -> None:
+        """Run an approved Flower ClientApp (dalang.flower; needs the extra dalang[flower])."""
+        try:
+            from dalang.flower.site_app import exchange
+        except ImportError as e:
+            error = PolicyViolation(f"this site cannot run Flower ClientApps: {e}")
+            self.audit_event(who=who, action="flower", status="refused", reason=_reason(error))
+            raise self._fail(error) from None
+        exchange(self, who, command, reader, writer)
 
     def close(self) -> None:
         """Stop serving and release the local engines."""

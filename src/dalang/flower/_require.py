@@ -1,0 +1,16 @@
+"""The one check that Flower is installed, with what to install when it is not."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from dalang.errors import PlatformUnavailable
+
+#: The Flower release the interop is written and tested against (the ``flower`` extra).
+FLOWER_VERSION = "1.41.0"
+
+
+def require_flwr() -> None:
+    """Raise PlatformUnavailable (``pip install 'dalang[flower]'``) when flwr is missing."""
+    if importlib.util.find_spec("flwr") is None:
+        raise PlatformUnavailable("flower", "flower")

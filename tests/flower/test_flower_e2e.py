@@ -1,0 +1,42 @@
+"""Flower ServerApps with their strategies driving real dalang site processes (TLS, loopback)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import _flower_app as app
+import numpy as np
+import pytest
+from _flower_runtime import run_flower_simulation
+
+ROUNDS = 3
+
+
+def _final(name: str) -> list[np.ndarray]:
+    return [np.asarray(a) for a in app.RESULTS[name].arrays.to_numpy_ndarrays()]
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "fedprox", "fedadam", "dp-fixed"])
+def test_weights_equal_flowers_own_runtime(fed: Any, strategy: str) -> None:
+    run_flower_simulation(app.make_server_app(strategy), app.client_app, num_supernodes=3)
+    expected = _final(strategy)
+    app.RESULTS.clear()
+
+    out = fed.run_flower(
+        fed.table("points"),
+        server_app=app.make_server_app(strategy),
+        client_app=app.client_app,
+        rounds=ROUNDS,
+    )
+    got = _final(strategy)
+    assert out.value is app.RESULTS[strategy]
+    assert len(got) == len(expected) == 2
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-9, atol=1e-12)
+    # dalang's history: one record per round, every site in it, train and evaluate each time
+    assert [r.round for r in out.history] == ["1", "2", "3"]
+    assert all(r.sites == ["s0", "s1", "s2"] and not r.errors for r in out.history)
+    assert all(r.message_types == ["evaluate", "train"] for r in out.history)
+    assert all(r.seconds > 0 and set(r.site_seconds) == {"s0", "s1", "s2"} for r in out.history)
+    assert out.rows == {"s0": 150, "s1": 250, "s2": 350}
+    assert out.context.run_config["num-server-rounds"] == ROUNDS

@@ -142,6 +142,9 @@ def test_demo_command_runs_from_the_cli() -> None:
     assert "released 0 groups" in out.stdout  # with 600 rows a site, every customer is small
     assert "epsilon left" in out.stdout
     assert "[python]" in out.stdout
+    # it ends by training the fraud model under secure aggregation, next to a pooled baseline
+    assert "secure aggregation" in out.stdout and "centralised" in out.stdout
+    assert out.stdout.rstrip().splitlines()[-1].startswith("run ")
 
 
 def _walk(node: dl.Dataset | object) -> list[object]:

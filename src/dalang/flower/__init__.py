@@ -22,9 +22,14 @@ Examples
 
 from __future__ import annotations
 
+import os
+
 from dalang.flower._require import require_flwr
 
 require_flwr()
+# Flower reports usage to its servers unless told not to; dalang sends nothing anywhere
+# that the user did not ask for (set FLWR_TELEMETRY_ENABLED=1 to allow it)
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
 from dalang.flower.apps import client_app_digest  # noqa: E402
 from dalang.flower.data import DATA_KEY, SITE_KEY, site_data  # noqa: E402

@@ -324,9 +324,9 @@ class DalangGrid(Grid):  # type: ignore[misc]
             delivery.error = str(doc.get("error") or reply.error.reason)
             if self.on_client_error == "raise":
                 raise FlowerAppError(
-                    f"the ClientApp {self._client_app!r} failed at site {node.site!r} "
-                    f"on a {message.metadata.message_type!r} message "
-                    f"(round {message.metadata.group_id or '-'}): {delivery.error}",
+                    f"the ClientApp {self._client_app!r} failed at this site on a "
+                    f"{message.metadata.message_type!r} message "
+                    f"(round {delivery.group_id or '-'}): {delivery.error}",
                     site=node.site,
                 )
         return reply

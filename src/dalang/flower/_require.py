@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 from dalang.errors import PlatformUnavailable
 
 #: The Flower release the interop is written and tested against (the ``flower`` extra).
@@ -12,5 +10,7 @@ FLOWER_VERSION = "1.41.0"
 
 def require_flwr() -> None:
     """Raise PlatformUnavailable (``pip install 'dalang[flower]'``) when flwr is missing."""
-    if importlib.util.find_spec("flwr") is None:
-        raise PlatformUnavailable("flower", "flower")
+    try:
+        import flwr  # noqa: F401
+    except ImportError as e:
+        raise PlatformUnavailable("flower", "flower") from e

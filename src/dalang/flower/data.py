@@ -66,11 +66,11 @@ def column_array(table: pa.Table, name: str) -> np.ndarray[Any, Any]:
     strings become a NumPy unicode array; nested types are refused.
     """
     column = table.column(name)
+    if pat.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
     kind = column.type
     if pat.is_string(kind) or pat.is_large_string(kind):
         return np.array(["" if v is None else v for v in column.to_pylist()], dtype=str)
-    if pat.is_dictionary(kind):
-        return column_array(table.set_column(0, name, column.cast(kind.value_type)), name)
     if not (
         pat.is_integer(kind)
         or pat.is_floating(kind)

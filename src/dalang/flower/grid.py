@@ -207,7 +207,7 @@ class DalangGrid(Grid):  # type: ignore[misc]
                 f"on_client_error must be one of {ON_CLIENT_ERROR}, not {on_client_error!r}"
             )
         self._nodes = dict(nodes)
-        self._run = run
+        self.set_run(run)
         self._plans = dict(plans or {})
         self._client_app = client_app
         self._digest = digest
@@ -224,7 +224,14 @@ class DalangGrid(Grid):  # type: ignore[misc]
 
     # ---- Grid -------------------------------------------------------------------
     def set_run(self, run: Run) -> None:
+        from flwr.common.constant import SUPERLINK_NODE_ID
+        from flwr.supercore.task_identity import TaskIdentity
+
         self._run = run
+        # the identity Flower's runtimes give a ServerApp's process: new Messages carry it
+        TaskIdentity.task_id = 1
+        TaskIdentity.run_id = run.run_id
+        TaskIdentity.node_id = SUPERLINK_NODE_ID
 
     @property
     def run(self) -> Run:

@@ -29,7 +29,6 @@ from flwr.app import Context, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import ServerApp
 from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
 
 from dalang.errors import FederationError, FlowerAppError, PlanError
 from dalang.flower import wire as W
@@ -196,10 +195,6 @@ def _run(
         message_timeout=message_timeout,
         on_client_error=on_client_error,
     )
-    # the identity Flower's own runtimes give the ServerApp's process (messages carry it)
-    TaskIdentity.task_id = 1
-    TaskIdentity.run_id = run_id
-    TaskIdentity.node_id = SUPERLINK_NODE_ID
     context = Context(
         run_id=run_id,
         node_id=SUPERLINK_NODE_ID,

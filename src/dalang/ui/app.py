@@ -64,6 +64,7 @@ class DashboardServer:
             access_log=False,  # requests are not logged: no query text or tokens in logs
             timeout_graceful_shutdown=2,
             lifespan="off",
+            ws="none",  # live updates use server-sent events
         )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None

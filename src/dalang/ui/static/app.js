@@ -342,6 +342,10 @@ async function loadTraining() {
   options($("#t-trainer"), session.trainers);
   options($("#t-strategy"), session.strategies);
   trainingColumns();
+  await loadRuns();
+}
+
+async function loadRuns() {
   const runs = await api("/api/training");
   $("#t-runs").replaceChildren(...runs.map((r) => {
     const a = el("a", { href: "#/training", text: `${r.id}: ${r.spec.trainer} on ${r.spec.dataset}, ${r.rounds.length}/${r.spec.rounds} rounds` });
@@ -394,6 +398,7 @@ function watch(run) {
     $("#t-status").textContent = d.status === "ok" ? `finished: ${seen.size} rounds (run ${d.run_id})` : `failed: ${d.error}`;
     $("#t-status").dataset.status = d.status;
     events.close();
+    loadRuns().catch(() => {});
   });
 }
 

@@ -1,0 +1,247 @@
+"""The dashboard in a real browser, against the real server and three real site processes.
+
+Every check compares what the page shows with what the Federation API returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+import dalang as dl
+from conftest import TOKEN, login, screenshot
+
+pytestmark = pytest.mark.xdist_group("ui")
+
+
+def test_wrong_token_is_refused(dashboard: Any, page: Any) -> None:
+    url = dashboard.url
+    assert httpx.get(f"{url}/api/sites").status_code == 401
+    assert (
+        httpx.get(f"{url}/api/datasets", headers={"Authorization": "Bearer nope"}).status_code
+        == 401
+    )
+    assert httpx.post(f"{url}/api/login", json={"token": "wrong-token"}).status_code == 401
+    assert httpx.post(f"{url}/api/query", json={"sql": "SELECT 1"}).status_code == 401
+    assert (
+        httpx.get(f"{url}/api/sites", headers={"Authorization": f"Bearer {TOKEN}"}).status_code
+        == 200
+    )
+    # a forged cookie is no session
+    assert httpx.get(f"{url}/api/sites", cookies={"dalang_ui_session": "0" * 64}).status_code == 401
+
+    login(page, url, token="wrong-token")
+    page.wait_for_selector("#login-error:not([hidden])")
+    assert "401" in page.inner_text("#login-error")
+    assert page.is_hidden("#nav")
+    assert page.is_hidden("#page-sites")
+    screenshot(page, "login-refused")
+
+
+def test_sites_and_datasets_pages(dashboard: Any, fed: dl.Federation, page: Any) -> None:
+    login(page, dashboard.url)
+    page.wait_for_selector("#sites-table tbody tr")
+    screenshot(page, "sites")
+    for site in fed.sites:
+        row = page.locator(f'#sites-table tr[data-site="{site}"]')
+        assert row.get_attribute("data-status") == "up"
+        info = fed.site_info(site)
+        cells = row.locator("td").all_inner_texts()
+        assert cells[1] == "up"
+        assert cells[2].endswith("ms")
+        assert cells[3] == info["version"]
+        assert cells[4] == ", ".join(info["platforms"])
+        assert cells[5] == str(info["datasets"])
+
+    page.click('nav a[data-page="datasets"]')
+    page.wait_for_selector("#datasets-table tbody tr")
+    screenshot(page, "datasets")
+    published = fed.datasets()
+    assert page.locator("#datasets-table tbody tr").count() == len(published)
+    for d in published:
+        row = page.locator(f'#datasets-table tr[data-site="{d.site}"][data-dataset="{d.name}"]')
+        cells = row.locator("td").all_inner_texts()
+        assert cells[2] == d.policy["egress"]
+        # row counts only where the site's policy publishes them
+        assert cells[4] == (str(d.rows) if d.rows is not None else "not published")
+        for field in d.schema:
+            assert f"{field.name}: {field.type}" in cells[7]
+        if d.policy["egress"] == "dp":
+            left = d.policy["epsilon_budget"] - d.policy["epsilon_spent"]
+            assert f"{left:.2f} left of {d.policy['epsilon_budget']:.2f}" in cells[5]
+        else:
+            assert cells[5] == "—"
+
+
+def _builder_pipeline(page: Any) -> None:
+    page.click('nav a[data-page="workbench"]')
+    page.wait_for_selector("#b-dataset option[value=transactions]", state="attached")
+    page.select_option("#b-dataset", "transactions")
+    page.select_option("#b-join", "customers")
+    page.select_option("#b-join-on", "customer_id")
+    page.click("#b-add-filter")
+    row = page.locator("#b-filters .filter").last
+    row.locator(".f-column").select_option("amount")
+    row.locator(".f-op").select_option(">")
+    row.locator(".f-value").fill("10")
+    row.locator(".f-value").dispatch_event("change")
+    page.check('#b-group input[value="segment"]')
+    page.click("#b-add-agg")
+    agg = page.locator("#b-aggs .aggregate").last
+    agg.locator(".a-name").fill("n")
+    agg.locator(".a-name").dispatch_event("change")
+    page.click("#b-add-agg")
+    agg = page.locator("#b-aggs .aggregate").last
+    agg.locator(".a-name").fill("total")
+    agg.locator(".a-fn").select_option("sum")
+    agg.locator(".a-column").select_option("amount")
+
+
+def _result_rows(page: Any) -> list[list[str]]:
+    return [r.locator("td").all_inner_texts() for r in page.locator("#result-table tbody tr").all()]
+
+
+def test_pipeline_builder_runs_and_draws_the_plan(
+    dashboard: Any, fed: dl.Federation, page: Any
+) -> None:
+    login(page, dashboard.url)
+    page.wait_for_selector("#nav:not([hidden])")
+    _builder_pipeline(page)
+    page.wait_for_function(
+        "document.querySelector('#b-code').textContent.includes(\"dl.col('amount').sum()\")"
+    )
+    code = page.inner_text("#b-code")
+    page.click("#run-pipeline")
+    page.wait_for_selector("#result[data-state=ok]")
+    screenshot(page, "workbench-pipeline")
+
+    # the same pipeline, built here through the Federation API
+    expected = (
+        fed.at_each_site(
+            lambda site: site.table("transactions").join(site.table("customers"), on="customer_id")
+        )
+        .filter(dl.col("amount") > 10)
+        .group_by("segment")
+        .agg(n=dl.count(), total=dl.col("amount").sum())
+        .sort("segment")
+        .collect()
+    )
+    shown = _result_rows(page)
+    headers = page.locator("#result-table thead th").all_inner_texts()
+    assert headers == ["segment", "n", "total"]
+    assert [r[0] for r in shown] == [e["segment"] for e in expected]
+    assert [int(r[1]) for r in shown] == [e["n"] for e in expected]
+    assert [float(r[2]) for r in shown] == pytest.approx([e["total"] for e in expected])
+
+    # the Python the page shows builds the same result
+    namespace: dict[str, Any] = {"fed": fed}
+    exec(code.replace("result.collect()", "rows = result.collect()"), namespace)
+    got = namespace["rows"]
+    assert [(r["segment"], r["n"]) for r in got] == [(e["segment"], e["n"]) for e in expected]
+    assert [r["total"] for r in got] == pytest.approx([e["total"] for e in expected])
+
+    # the placed plan: every site runs its part, the merge runs at the coordinator
+    for site in fed.sites:
+        nodes = page.locator(f'#plan-graph g.plan-node[data-site="{site}"]')
+        assert nodes.count() >= 3  # two scans, the join and the partial aggregate
+        assert "actual 3" in " ".join(nodes.all_text_contents())  # 3 segments leave each site
+    assert page.locator('#plan-graph g.plan-node[data-site=""]').count() >= 1
+    assert page.locator("#plan-graph .edge-bytes").count() == len(fed.sites)
+    assert "rows: est" in (page.text_content("#plan-text") or "")
+    meta = page.inner_text("#result-meta")
+    assert f"{len(expected)} rows" in meta
+    assert f"from {len(fed.sites)} site fragment(s)" in meta
+
+
+def test_refused_query_shows_in_jobs_and_audit(
+    dashboard: Any, fed: dl.Federation, page: Any
+) -> None:
+    login(page, dashboard.url)
+    page.wait_for_selector("#nav:not([hidden])")
+    page.click('nav a[data-page="workbench"]')
+    page.click('.tab[data-tab="sql"]')
+    page.fill("#sql", "SELECT count(*) AS n FROM transactions_dp")
+    # each query spends epsilon 0.5 of a budget of 1.0 at every site: one of the first
+    # three is refused by the sites (which ones pass depends on what other tests spent)
+    for _ in range(3):
+        page.click("#run-sql")
+        page.wait_for_selector("#result[data-state=ok], #result[data-state=error]")
+        if page.get_attribute("#result", "data-state") == "error":
+            break
+    assert "BudgetExhausted" in page.inner_text("#result-error")
+    screenshot(page, "workbench-refused")
+
+    page.click('nav a[data-page="jobs"]')
+    page.wait_for_selector("#jobs-table tbody tr[data-status=refused]")
+    screenshot(page, "jobs")
+    refused_job = page.locator("#jobs-table tbody tr[data-status=refused]").first
+    assert "BudgetExhausted" in refused_job.inner_text()
+    assert page.locator("#jobs-table tbody tr[data-status=ok]").count() >= 1
+
+    page.click('nav a[data-page="audit"]')
+    page.wait_for_selector(".audit-site")
+    screenshot(page, "audit")
+    for site in fed.sites:
+        box = page.locator(f'.audit-site[data-site="{site}"]')
+        if site == "branch_c":  # shares nothing: the coordinator sees no entries
+            assert "does not share its audit log" in box.inner_text()
+            assert box.locator("tbody tr").count() == 0
+            continue
+        log = fed.audit_log(site)
+        assert log["verify"]["ok"]
+        assert box.get_attribute("data-chain") == "ok"
+        refused = [e for e in log["entries"] if e["status"] == "refused"]
+        assert any("BudgetExhausted" in e.get("reason", "") for e in refused)
+        rows = box.locator("tbody tr[data-status=refused]")
+        assert rows.count() >= 1
+        assert any("BudgetExhausted" in t for t in rows.locator(".reason").all_inner_texts())
+    # branch_b shares every entry, branch_a only those of this coordinator's token
+    assert fed.audit_log("branch_b")["share"] == "all"
+    assert fed.audit_log("branch_a")["share"] == "own"
+
+    page.check("#audit-refused")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.audit-site tbody tr')].every("
+        "r => r.dataset.status === 'refused')"
+    )
+    assert page.locator(".audit-site tbody tr[data-status=refused]").count() >= 2
+
+
+def test_training_run_updates_its_chart(dashboard: Any, fed: dl.Federation, page: Any) -> None:
+    login(page, dashboard.url)
+    page.wait_for_selector("#nav:not([hidden])")
+    page.click('nav a[data-page="training"]')
+    page.wait_for_selector("#t-dataset option[value=transactions]", state="attached")
+    page.select_option("#t-dataset", "transactions")
+    page.check('#t-features input[value="amount"]')
+    page.select_option("#t-label", "is_fraud")
+    page.select_option("#t-trainer", "logistic_regression")
+    page.fill("#t-rounds", "3")
+    assert page.evaluate("window.dalangChart") is None
+    page.click("#t-start")
+    page.wait_for_selector("#t-status[data-status=ok]")
+    screenshot(page, "training")
+
+    run_id = page.get_attribute("#t-live", "data-run")
+    run = dashboard.state.runs[run_id]  # what fed.train handed to on_round
+    assert run.status == "ok"
+    assert [r["round"] for r in run.rounds] == [1, 2, 3]
+    chart = page.evaluate(
+        "({labels: window.dalangChart.data.labels,"
+        " loss: window.dalangChart.data.datasets[0].data,"
+        " accuracy: window.dalangChart.data.datasets[1].data})"
+    )
+    assert chart["labels"] == [1, 2, 3]
+    assert chart["loss"] == pytest.approx([r["metrics"]["loss"] for r in run.rounds])
+    assert chart["accuracy"] == pytest.approx([r["metrics"]["accuracy"] for r in run.rounds])
+    rows = page.locator("#rounds-table tbody tr")
+    assert rows.count() == 3
+    for i, r in enumerate(run.rounds):
+        assert rows.nth(i).locator(".sites").inner_text() == ", ".join(r["sites"])
+    assert sorted(run.rounds[0]["sites"]) == sorted(fed.sites)
+    assert run.run_id in page.inner_text("#t-status")
+
+    page.click('nav a[data-page="jobs"]')
+    page.wait_for_selector("#jobs-table tbody tr[data-kind=training][data-status=ok]")

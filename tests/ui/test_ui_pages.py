@@ -16,7 +16,7 @@ from conftest import TOKEN, login, screenshot
 pytestmark = pytest.mark.xdist_group("ui")
 
 
-def test_wrong_token_is_refused(dashboard: Any, page: Any) -> None:
+def test_the_api_refuses_a_wrong_token(dashboard: Any) -> None:
     url = dashboard.url
     assert httpx.get(f"{url}/api/sites").status_code == 401
     assert (
@@ -32,6 +32,42 @@ def test_wrong_token_is_refused(dashboard: Any, page: Any) -> None:
     # a forged cookie is no session
     assert httpx.get(f"{url}/api/sites", cookies={"dalang_ui_session": "0" * 64}).status_code == 401
 
+
+def test_builder_mistakes_and_refusals_are_clear(dashboard: Any) -> None:
+    api = httpx.Client(base_url=dashboard.url, headers={"Authorization": f"Bearer {TOKEN}"})
+    bad_op = {"dataset": "transactions", "filters": [{"column": "amount", "op": "~", "value": 1}]}
+    r = api.post("/api/pipeline/code", json={"pipeline": bad_op})
+    assert r.status_code == 400
+    assert "filters[0].op" in r.json()["message"] and ">=" in r.json()["message"]
+    typo = {
+        "dataset": "transactions",
+        "group_by": ["chanel"],
+        "aggregates": [{"name": "n", "fn": "count", "column": "*"}],
+    }
+    r = api.post("/api/query", json={"pipeline": typo}, timeout=30)
+    assert r.status_code == 400
+    assert r.json()["error"] == "ColumnNotFound" and "'channel'" in r.json()["message"]
+    # raw rows of an aggregates-only dataset: refused, naming the dataset and its policy
+    r = api.post("/api/query", json={"pipeline": {"dataset": "transactions"}}, timeout=30)
+    assert r.status_code == 403
+    assert r.json()["error"] == "PolicyViolation"
+    assert r.json()["dataset"] == "transactions" and r.json()["policy"] == "aggregates"
+
+
+def test_a_site_config_says_what_audit_sharing_means() -> None:
+    from dalang.federation.config import ConfigError, config_from_dict
+
+    doc = {"site": {"name": "s", "tokens": ["sha256:" + "0" * 64], "audit_share": "some"}}
+    with pytest.raises(ConfigError, match="none, own, all"):
+        config_from_dict(doc)
+    doc["site"]["audit_share"] = "all"
+    assert config_from_dict(doc).audit_share == "all"
+    del doc["site"]["audit_share"]
+    assert config_from_dict(doc).audit_share == "own"
+
+
+def test_wrong_token_in_the_login_form(dashboard: Any, page: Any) -> None:
+    url = dashboard.url
     login(page, url, token="wrong-token")
     page.wait_for_selector("#login-error:not([hidden])")
     assert "401" in page.inner_text("#login-error")

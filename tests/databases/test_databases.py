@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,11 +14,12 @@ from dbhelpers import DatabaseContext, make_context, unique_table
 import dalang as dl
 from dalang.errors import (
     DatabaseAuthError,
+    DatabaseError,
     DatabaseUnreachable,
     SourceError,
     TableNotFound,
 )
-from dalang.sources.database import DatabaseUri, QuerySource, TableSource
+from dalang.sources.database import Database, DatabaseUri, QuerySource, TableSource, database
 
 
 def test_odd_identifiers_round_trip(db_uri: str) -> None:
@@ -244,3 +246,68 @@ def test_uri_parsing() -> None:
     assert DatabaseUri.parse("sqlite:////tmp/a.db").database == "/tmp/a.db"
     assert DatabaseUri.parse("sqlite:///rel.db").database == "rel.db"
     assert datetime  # (keeps the import for date cases above)
+
+
+def _staged_tables(db: Database) -> list[str]:
+    """This process's staged tables that still exist (PostgreSQL: of any persistence)."""
+    prefix = f"_dalang_tmp_{os.getpid()}_"
+    if db.uri.kind == "postgresql":
+        rows = db.rows("SELECT relname FROM pg_class WHERE relname LIKE $1", (prefix + "%",))
+    elif db.uri.kind == "mysql":
+        rows = db.rows(
+            "SELECT table_name FROM information_schema.tables WHERE table_name LIKE %s",
+            (prefix + "%",),
+        )
+    else:
+        rows = db.rows(
+            "SELECT name FROM sqlite_temp_master WHERE name LIKE ? "
+            "UNION SELECT name FROM sqlite_master WHERE name LIKE ?",
+            (prefix + "%", prefix + "%"),
+        )
+    return [str(r[0]) for r in rows]
+
+
+def test_staged_table_is_dropped_afterwards_also_on_error(db_uri: str) -> None:
+    db = database(db_uri)
+    table = pa.table({"k": [1, 2, 3], "odd name": ["a", "b", None]})
+    with db.staged(table) as name:
+        assert name in _staged_tables(db)
+        assert db.rows(f"SELECT count(*) FROM {name}")[0][0] == 3
+        if db.uri.kind == "postgresql":  # unlogged, not temporary, and analysed
+            persistence, tuples = db.rows(
+                "SELECT relpersistence, reltuples FROM pg_class WHERE relname = $1", (name,)
+            )[0]
+            assert (persistence, float(tuples)) == ("u", 3.0)
+    assert name not in _staged_tables(db)
+    with pytest.raises(RuntimeError, match="boom"), db.staged(table) as failing:
+        raise RuntimeError("boom")
+    assert failing != name
+    assert failing not in _staged_tables(db)
+
+
+def test_shipped_side_is_dropped_when_the_query_fails(
+    pg_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "tiny.parquet"
+    pq.write_table(pa.table({"k": [1, 2, 3], "label": ["a", "b", "c"]}), path)
+    with make_context(pg_uri, ["python", "polars", "duckdb"]) as ctx:
+        big = ctx.read_table(pg_uri, _big_db_table(ctx, 200_000))
+        q = big.join(ctx.read_parquet(path), on="k").group_by("label").agg(n=dl.col("k").count())
+        assert "-> postgresql@127.0.0.1/test" in q.explain()
+        db = database(pg_uri)
+        seen: list[str] = []
+        fetch = db.fetch
+
+        def failing_fetch(sql: str, **kw: object) -> pa.Table:
+            if "_dalang_tmp_" in sql:
+                seen.extend(_staged_tables(db))
+                raise DatabaseError("the server went away", uri=pg_uri)
+            return fetch(sql, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(db, "fetch", failing_fetch)
+        with pytest.raises(DatabaseError, match="went away"):
+            q.collect()
+        monkeypatch.undo()
+        assert seen, "the side was not shipped into PostgreSQL"
+        assert _staged_tables(db) == []
+        assert sorted(r["label"] for r in q.collect()) == ["a", "b", "c"]

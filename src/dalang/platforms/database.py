@@ -2,7 +2,7 @@
 
 One instance per database (URI); the Context adds one for every database a plan
 reads. It scans only its own tables, and takes other platforms' results by
-uploading them into temporary tables, so the optimizer can ship a small side of a
+uploading them into tables of its own for the one query, so the optimizer can ship a small side of a
 join into the database instead of pulling a large one out.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from contextlib import ExitStack
 from typing import Any
 
 import pyarrow as pa
@@ -127,29 +128,23 @@ class DatabasePlatform(Platform):
 
     def run(self, fragment: Node, inputs: Mapping[str, pa.Table]) -> pa.Table:
         db = self.database
-        uploaded: list[str] = []
+        with ExitStack() as uploads:  # every uploaded input is dropped, also on error
 
-        def resolve(node: Node) -> Leaf:
-            if isinstance(node, Scan):
-                return Leaf(node.source.leaf_sql())  # type: ignore[attr-defined]
-            assert isinstance(node, StageInput)
-            table = inputs[node.name]
-            name = db.temp_name()
-            db.upload(name, table, temporary=self.uri.kind != "mysql")
-            uploaded.append(name)
-            physical = _uploaded_names(table)
-            return Leaf.table(
-                name,
-                columns=dict(zip(table.column_names, physical, strict=True)),
-                schema=table.schema,
-            )
+            def resolve(node: Node) -> Leaf:
+                if isinstance(node, Scan):
+                    return Leaf(node.source.leaf_sql())  # type: ignore[attr-defined]
+                assert isinstance(node, StageInput)
+                table = inputs[node.name]
+                name = uploads.enter_context(db.staged(table))
+                physical = _uploaded_names(table)
+                return Leaf.table(
+                    name,
+                    columns=dict(zip(table.column_names, physical, strict=True)),
+                    schema=table.schema,
+                )
 
-        try:
             compiled = compile_fragment(fragment, leaf=resolve, dialect=self.dialect)
             result = db.fetch(compiled.sql)
-        finally:
-            for name in uploaded:
-                db.drop(name)
         names = [n for n in result.column_names]
         if names and compiled.names and len(names) == len(compiled.names):
             result = result.rename_columns(compiled.names)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -155,6 +156,7 @@ class Database:
         self._lock = threading.RLock()
         self._con: Any = None
         self._tmp_names = iter(range(1, 1 << 62))
+        self._token = secrets.token_hex(4)
 
     # ---- connecting ---------------------------------------------------------
     def _connect(self) -> Any:
@@ -442,14 +444,48 @@ class Database:
 
     # ---- uploads ------------------------------------------------------------------
     def temp_name(self) -> str:
-        return f"_dalang_tmp_{os.getpid()}_{next(self._tmp_names)}"
+        """A table name no other process (here or on another host) picks."""
+        return f"_dalang_tmp_{os.getpid()}_{self._token}_{next(self._tmp_names)}"
 
-    def upload(self, name: str, table: pa.Table, *, temporary: bool = True) -> None:
+    @contextmanager
+    def staged(self, table: pa.Table) -> Iterator[str]:
+        """Upload ``table`` under a fresh name for the queries of one block; dropped afterwards.
+
+        The table is dropped when the block ends, also when it raises. PostgreSQL gets
+        an UNLOGGED regular table, analysed: the planner never analyses temporary tables
+        (it guesses their size) and plans any query that scans one without parallel
+        workers, which kept a whole join with a shipped side on one core (TPC-H Q3 at
+        scale 1: 2.1 s with a temporary table, 0.8 s with an analysed unlogged one).
+        Where the role may not create tables it falls back to a temporary table.
+        SQLite gets a temporary table; MySQL a regular one (its temporary tables cannot
+        be named twice in one query).
+        """
+        name = self.temp_name()
+        kind = self.uri.kind
+        if kind == "postgresql":
+            try:
+                self.upload(name, table, temporary=False, unlogged=True)
+            except DatabaseError:
+                self.drop(name)
+                self.upload(name, table, temporary=True)
+            else:
+                self.execute(f"ANALYZE {_quote(name, 'postgres')}")
+        else:
+            self.upload(name, table, temporary=kind == "sqlite")
+        try:
+            yield name
+        finally:
+            self.drop(name)
+
+    def upload(
+        self, name: str, table: pa.Table, *, temporary: bool = True, unlogged: bool = False
+    ) -> None:
         """Create table ``name`` with ``table``'s columns and rows (temporary: for this session).
 
         The table is created with the plan's SQL types (so decimals keep their scale),
         then filled by the bulk path: ADBC ingest (COPY for PostgreSQL), or batched
-        INSERTs through pymysql for MySQL.
+        INSERTs through pymysql for MySQL. ``unlogged`` (PostgreSQL): skip the
+        write-ahead log, for tables that need not survive a crash.
         """
         from sqlglot import exp
 
@@ -463,7 +499,9 @@ class Database:
         create = exp.Create(
             this=exp.Schema(this=exp.Table(this=_ident(name)), expressions=cols),
             kind="TABLE",
-            properties=exp.Properties(expressions=[exp.TemporaryProperty()]) if temporary else None,
+            properties=_create_properties(
+                temporary=temporary, unlogged=unlogged and kind == "postgresql"
+            ),
         )
         self.execute(create.sql(dialect=self.uri.dialect))
         if table.num_rows == 0:
@@ -490,6 +528,16 @@ class Database:
         drop = f"DROP TABLE IF EXISTS {_quote(name, self.uri.dialect)}"
         with suppress(DatabaseError):  # a temporary table goes with the session anyway
             self.execute(drop)
+
+
+def _create_properties(*, temporary: bool, unlogged: bool) -> Any:
+    from sqlglot import exp
+
+    if temporary:
+        return exp.Properties(expressions=[exp.TemporaryProperty()])
+    if unlogged:
+        return exp.Properties(expressions=[exp.UnloggedProperty()])
+    return None
 
 
 _DATABASES: dict[str, Database] = {}

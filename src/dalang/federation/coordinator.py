@@ -583,6 +583,7 @@ class Federation:
         seed: int = 0,
         resume: str | None = None,
         dp: Any = None,
+        norm_bound: float | None = None,
         on_round: Callable[[Any], None] | None = None,
     ) -> Any:
         """Train a model at the sites that hold ``data``; its rows never leave them.
@@ -605,6 +606,8 @@ class Federation:
         clip=...)`` (sites clip, the coordinator adds Gaussian noise to the mean) or
         ``learn.LocalDP(...)`` (sites add the noise); each round's epsilon is in
         ``RoundRecord.epsilon`` and is charged by each site to its dataset's budget.
+        ``norm_bound``: the largest L2 norm of ``update - global`` accepted (plain) or
+        clipped to at the sites (secure aggregation); default 1e4.
 
         Returns a :class:`dalang.learn.TrainResult` (``model``, ``history``, ``run_id``).
 
@@ -637,6 +640,7 @@ class Federation:
             resume=resume,
             dp=dp,
             on_round=on_round,
+            **({} if norm_bound is None else {"norm_bound": norm_bound}),
         )
 
     def run_flower(

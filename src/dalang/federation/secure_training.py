@@ -41,16 +41,21 @@ _SESSION_CHARS = frozenset("0123456789abcdef")
 
 # ---- the update as one vector ---------------------------------------------------------
 def update_delta(weights: Weights, new: Weights) -> np.ndarray[Any, Any]:
-    """``new - weights`` over every tensor, flattened into one float64 vector."""
-    if len(weights) != len(new):
-        raise UpdateRejected(f"the trainer returned {len(new)} tensors, expected {len(weights)}")
+    """``new - weights`` over every tensor, flattened into one float64 vector.
+
+    The site checks its own trainer's output as the coordinator would (tensor count, shapes,
+    dtypes, finite values): under secure aggregation nobody else can.
+    """
+    from dalang.learn.validation import validate_update
+
+    try:
+        validate_update(new, weights)
+    except UpdateRejected as e:
+        raise UpdateRejected(f"the site's own update is not sent: {e.reason}") from None
     parts = [
         np.subtract(n, w, dtype=np.float64).reshape(-1) for w, n in zip(weights, new, strict=True)
     ]
-    delta = np.concatenate(parts) if parts else np.zeros(0)
-    if not np.all(np.isfinite(delta)):
-        raise UpdateRejected("the site's own update has NaN or infinite values; it is not sent")
-    return delta
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def clipped_delta(delta: np.ndarray[Any, Any], clip: float) -> np.ndarray[Any, Any]:

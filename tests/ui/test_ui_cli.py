@@ -6,9 +6,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+
+from dalang.demo_federated import site_configs
+from dalang.federation import protocol as P
+from dalang.federation.certs import dev_certificates
+from dalang.federation.config import write_config
+from dalang.federation.site import launch, stop
 
 pytestmark = pytest.mark.xdist_group("ui")
 
@@ -39,42 +48,129 @@ def test_needs_exactly_one_way_to_the_sites() -> None:
     assert "--sites" in out.stderr and "--connect" in out.stderr and "--demo" in out.stderr
 
 
-def test_demo_serves_three_sites_behind_a_generated_token() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dalang.cli", "ui", "--demo", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
+class Dashboard:
+    """``dalang ui ...`` as a subprocess; ``url`` once it printed that it is ready."""
 
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dalang.cli", "ui", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + 90
-        while not any(line.startswith("DALANG_UI_READY") for line in lines):
-            assert process.poll() is None, "".join(lines)
-            assert time.monotonic() < deadline, "".join(lines)
+        while not any(line.startswith("DALANG_UI_READY") for line in self.lines):
+            assert self.process.poll() is None, self.output
+            assert time.monotonic() < deadline, self.output
             time.sleep(0.1)
-        url = next(line.split()[1] for line in lines if line.startswith("DALANG_UI_READY"))
-        token = next(line.split()[-1] for line in lines if line.startswith("token (generated)"))
-        assert httpx.get(f"{url}/api/sites").status_code == 401
-        assert httpx.post(f"{url}/api/login", json={"token": token + "x"}).status_code == 401
-        sites = httpx.get(
-            f"{url}/api/sites", headers={"Authorization": f"Bearer {token}"}, timeout=30
-        ).json()
+        self.url = self.printed("DALANG_UI_READY").split()[1]
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def printed(self, prefix: str) -> str:
+        return next(line for line in self.lines if line.startswith(prefix))
+
+    def sites(self, token: str) -> list[dict[str, Any]]:
+        answer = httpx.get(
+            f"{self.url}/api/sites", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        return list(answer.json())
+
+    def stop(self) -> int:
+        self.process.terminate()
+        code = self.process.wait(timeout=30)
+        self._reader.join(timeout=10)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        return code
+
+
+def test_demo_serves_three_sites_behind_a_generated_token() -> None:
+    ui = Dashboard("--demo")
+    try:
+        token = ui.printed("token (generated)").split()[-1]
+        assert httpx.get(f"{ui.url}/api/sites").status_code == 401
+        assert httpx.post(f"{ui.url}/api/login", json={"token": token + "x"}).status_code == 401
+        sites = ui.sites(token)
         assert sorted(s["site"] for s in sites) == ["branch_a", "branch_b", "branch_c"]
         assert all(s["up"] for s in sites)
-        assert httpx.get(f"{url}/").status_code == 200  # the page itself holds no data
+        assert httpx.get(f"{ui.url}/").status_code == 200  # the page itself holds no data
     finally:
-        process.terminate()
-        code = process.wait(timeout=30)
-        reader.join(timeout=10)
-        assert process.stdout is not None
-        process.stdout.close()
-    assert code == 0, "".join(lines)
+        code = ui.stop()
+    assert code == 0, ui.output
+
+
+@pytest.fixture(scope="module")
+def two_site_configs(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    return site_configs(tmp_path_factory.mktemp("sites"), transactions=500)[:2]
+
+
+def test_sites_from_toml_files(tmp_path: Path, two_site_configs: list[dict[str, Any]]) -> None:
+    paths = [str(write_config(c, tmp_path / f"{c['site']['name']}.toml")) for c in two_site_configs]
+    ui = Dashboard("--sites", *paths, "--token", "a-token-of-my-own")
+    try:
+        assert "generated" not in ui.output
+        sites = ui.sites("a-token-of-my-own")
+        assert sorted(s["site"] for s in sites) == ["branch_a", "branch_b"]
+        assert all(s["up"] for s in sites)
+    finally:
+        assert ui.stop() == 0, ui.output
+
+
+@pytest.fixture
+def running_sites(
+    tmp_path: Path, two_site_configs: list[dict[str, Any]]
+) -> Iterator[tuple[list[str], str, Path]]:
+    """Two site agents started as a site operator would, with TLS and a token."""
+    token = P.new_token()
+    names = [c["site"]["name"] for c in two_site_configs]
+    ca, certs = dev_certificates(tmp_path / "certs", names)
+    processes, locations = [], []
+    try:
+        for config, name in zip(two_site_configs, names, strict=True):
+            site = {
+                **config["site"],
+                "tls_cert": str(certs[name].cert),
+                "tls_key": str(certs[name].key),
+                "tokens": [P.token_digest(token)],
+                "audit_log": str(tmp_path / f"{name}.audit.jsonl"),
+                "budget_db": str(tmp_path / f"{name}.budget.sqlite"),
+            }
+            path = write_config({**config, "site": site}, tmp_path / f"{name}.toml")
+            process, location = launch(path)
+            processes.append(process)
+            locations.append(location)
+        yield locations, token, ca.cert
+    finally:
+        for process in processes:
+            stop(process)
+
+
+def test_connect_to_running_sites(running_sites: tuple[list[str], str, Path]) -> None:
+    locations, token, ca = running_sites
+    ui = Dashboard("--connect", *locations, "--site-token", token, "--tls-root-certs", str(ca))
+    try:
+        page_token = ui.printed("token (generated)").split()[-1]
+        assert page_token != token  # the page's token is not the sites' token
+        sites = ui.sites(page_token)
+        assert sorted(s["site"] for s in sites) == ["branch_a", "branch_b"]
+        assert all(s["up"] for s in sites)
+        assert (
+            httpx.get(
+                f"{ui.url}/api/sites", headers={"Authorization": f"Bearer {token}"}
+            ).status_code
+            == 401
+        )
+    finally:
+        assert ui.stop() == 0, ui.output

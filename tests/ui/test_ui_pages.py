@@ -256,6 +256,14 @@ def test_training_run_updates_its_chart(dashboard: Any, fed: dl.Federation, page
     page.select_option("#t-trainer", "logistic_regression")
     page.fill("#t-rounds", "3")
     assert page.evaluate("window.dalangChart") is None
+    # note the chart's size each time a round arrives: it must grow one round at a time
+    page.evaluate(
+        """() => {
+        window.chartSizes = [];
+        new MutationObserver(() => window.chartSizes.push(window.dalangChart.data.labels.length))
+          .observe(document.querySelector('#rounds-table tbody'), {childList: true});
+        }"""
+    )
     page.click("#t-start")
     page.wait_for_selector("#t-status[data-status=ok]")
     screenshot(page, "training")
@@ -270,6 +278,7 @@ def test_training_run_updates_its_chart(dashboard: Any, fed: dl.Federation, page
         " accuracy: window.dalangChart.data.datasets[1].data})"
     )
     assert chart["labels"] == [1, 2, 3]
+    assert [n for n in page.evaluate("window.chartSizes") if n] == [1, 2, 3]
     assert chart["loss"] == pytest.approx([r["metrics"]["loss"] for r in run.rounds])
     assert chart["accuracy"] == pytest.approx([r["metrics"]["accuracy"] for r in run.rounds])
     rows = page.locator("#rounds-table tbody tr")

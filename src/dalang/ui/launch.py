@@ -41,12 +41,27 @@ def open_federation(
             site_configs(root, transactions=DEMO_TRANSACTIONS), allow_partial=False
         )
     if sites:
+        missing = [s for s in sites if not Path(s).is_file()]
+        if missing:
+            raise PlanError(f"site config(s) not found: {', '.join(missing)}")
         return dl.Federation.local(list(sites))
     if not site_token:
         raise PlanError(
             "--connect needs the sites' bearer token: --site-token or $DALANG_SITE_TOKEN"
         )
-    return dl.Federation.connect(list(connect), token=site_token, tls_root_certs=tls_root_certs)
+    import warnings
+
+    from dalang.federation.coordinator import PartialResult
+
+    # a site that is down at start is shown as down (its datasets are unknown until the
+    # dashboard restarts); queries still fail rather than leave sites out unasked
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PartialResult)
+        fed = dl.Federation.connect(
+            list(connect), token=site_token, tls_root_certs=tls_root_certs, allow_partial=True
+        )
+    fed.allow_partial = False
+    return fed
 
 
 def run_dashboard(

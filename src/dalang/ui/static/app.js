@@ -5,7 +5,7 @@ const $ = (sel) => document.querySelector(sel);
 const pages = ["sites", "datasets", "workbench", "jobs", "training", "audit"];
 let session = null;      // /api/session: sites, trainers, strategies, operators, aggregates
 let datasets = [];       // /api/datasets (per site)
-let jobsTimer = null;
+let pageTimer = null;   // the refresh timer of the page shown (Sites, Jobs)
 let chart = null;
 let events = null;
 
@@ -87,12 +87,17 @@ async function route() {
   const page = pages.includes(name) ? name : "sites";
   for (const p of pages) $(`#page-${p}`).hidden = p !== page;
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.page === page);
-  clearInterval(jobsTimer);
+  clearInterval(pageTimer);
   await loaders[page]();
 }
 
 // ---- Sites --------------------------------------------------------------------------------
 async function loadSites() {
+  await renderSites();
+  pageTimer = setInterval(() => renderSites().catch(() => clearInterval(pageTimer)), 5000);
+}
+
+async function renderSites() {
   const sites = await api("/api/sites");
   fill($("#sites-table tbody"), sites.map((s) => el("tr", { "data-site": s.site, "data-status": s.up ? "up" : "down" },
     el("td", { text: s.site }),
@@ -313,16 +318,17 @@ function drawPlan(target, plan) {
 
 // ---- Jobs ------------------------------------------------------------------------------
 async function loadJobs() {
-  const render = async () => {
-    const jobs = await api("/api/jobs");
-    fill($("#jobs-table tbody"), jobs.map((j) => el("tr", { "data-job": j.id, "data-kind": j.kind, "data-status": j.status },
-      el("td", { text: j.id }), el("td", { text: j.kind }), el("td", { text: j.title }),
-      el("td", {}, badge(j.status)), el("td", { text: fmtSecs(j.seconds) }),
-      el("td", { text: j.rows ?? "—" }), el("td", { class: "bytes", text: fmtBytes(j.bytes) }),
-      el("td", { class: "error", text: j.error ?? "" }))));
-  };
-  await render();
-  jobsTimer = setInterval(() => render().catch(() => clearInterval(jobsTimer)), 2000);
+  await renderJobs();
+  pageTimer = setInterval(() => renderJobs().catch(() => clearInterval(pageTimer)), 2000);
+}
+
+async function renderJobs() {
+  const jobs = await api("/api/jobs");
+  fill($("#jobs-table tbody"), jobs.map((j) => el("tr", { "data-job": j.id, "data-kind": j.kind, "data-status": j.status },
+    el("td", { text: j.id }), el("td", { text: j.kind }), el("td", { text: j.title }),
+    el("td", {}, badge(j.status)), el("td", { text: fmtSecs(j.seconds) }),
+    el("td", { text: j.rows ?? "—" }), el("td", { class: "bytes", text: fmtBytes(j.bytes) }),
+    el("td", { class: "error", text: j.error ?? "" }))));
 }
 
 // ---- Training ----------------------------------------------------------------------------
@@ -454,7 +460,8 @@ $("#login-form").addEventListener("submit", async (event) => {
   if (await login($("#login-token").value)) await start();
 });
 $("#logout").onclick = async () => { await fetch("/api/logout", { method: "POST" }); showLogin(); };
-for (const b of document.querySelectorAll("[data-refresh]")) b.onclick = () => loaders[b.dataset.refresh]();
+const refreshers = { ...loaders, sites: renderSites, jobs: renderJobs };
+for (const b of document.querySelectorAll("[data-refresh]")) b.onclick = () => refreshers[b.dataset.refresh]();
 for (const t of document.querySelectorAll(".tab")) t.onclick = () => {
   for (const x of document.querySelectorAll(".tab")) x.classList.toggle("active", x === t);
   $("#tab-builder").hidden = t.dataset.tab !== "builder";

@@ -54,10 +54,12 @@ def test_a_message_crosses_the_wire_in_pieces_and_comes_back_equal() -> None:
     content = RecordDict({"arrays": arrays, "config": ConfigRecord({"lr": 0.1, "tag": "x"})})
     message = Message(content, 7, "train", group_id="2")
     message.metadata.__dict__["_message_id"] = "m1"
-    data = W.message_to_bytes(message)
-    schema, batches = W.payload_to_batches(data, doc={"a": 1}, max_piece_bytes=64)
-    assert len(batches) == -(-len(data) // 64)
-    back = W.message_from_bytes(W.payload_from_batches(batches))
+    parts = W.message_to_parts(message)
+    assert [len(p) for p in parts[1:]] == [a.data.__len__() for a in arrays.values()]
+    assert len(parts[0]) < 400  # the arrays' data is not in the protobuf
+    schema, batches = W.parts_to_batches(parts, doc={"a": 1}, max_piece_bytes=64)
+    assert len(batches) == sum(-(-len(p) // 64) for p in parts)
+    back = W.message_from_parts(W.parts_from_batches(schema, batches))
     assert W.doc_from_schema(schema) == {"a": 1}
     assert back.metadata.dst_node_id == 7 and back.metadata.group_id == "2"
     assert back.metadata.message_id == "m1"
@@ -67,9 +69,19 @@ def test_a_message_crosses_the_wire_in_pieces_and_comes_back_equal() -> None:
     assert dict(back.content["config"]) == {"lr": 0.1, "tag": "x"}
 
 
-def test_bytes_that_are_not_a_message_are_refused() -> None:
+def test_parts_that_are_not_a_message_are_refused() -> None:
     with pytest.raises(InvalidPlan, match="does not decode"):
-        W.message_from_bytes(b"\xff\x00 not a protobuf")
+        W.message_from_parts([b"\xff\x00 not a protobuf"])
+    _grid()
+    message = Message(RecordDict({"a": ArrayRecord([np.zeros(2)])}), 7, "train")
+    parts = W.message_to_parts(message)
+    with pytest.raises(InvalidPlan, match="lacks array data"):
+        W.message_from_parts(parts[:1])
+    with pytest.raises(InvalidPlan, match="more array data"):
+        W.message_from_parts([*parts, b"x"])
+    schema, batches = W.parts_to_batches(parts)
+    with pytest.raises(InvalidPlan, match="ends early"):
+        W.parts_from_batches(schema, batches[:1])
 
 
 @pytest.mark.parametrize(

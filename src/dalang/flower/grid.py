@@ -48,9 +48,9 @@ class Channel(ABC):
 
     @abstractmethod
     def exchange(
-        self, request: W.FlowerRequest, payload: bytes, *, timeout: float
-    ) -> tuple[dict[str, Any], bytes]:
-        """Send the request and message bytes; the site's document and reply bytes."""
+        self, request: W.FlowerRequest, parts: list[bytes], *, timeout: float
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        """Send the request and the message's parts; the site's document and the reply's parts."""
 
 
 class FlightChannel(Channel):
@@ -60,8 +60,8 @@ class FlightChannel(Channel):
         self.transport = transport
 
     def exchange(
-        self, request: W.FlowerRequest, payload: bytes, *, timeout: float
-    ) -> tuple[dict[str, Any], bytes]:
+        self, request: W.FlowerRequest, parts: list[bytes], *, timeout: float
+    ) -> tuple[dict[str, Any], list[bytes]]:
         import pyarrow.flight as flight
 
         from dalang.federation import protocol as P
@@ -70,7 +70,7 @@ class FlightChannel(Channel):
         client = transport._connect()
         options = P.call_options(transport._token, timeout=timeout)
         descriptor = flight.FlightDescriptor.for_command(P.action_body(**request.to_json()))
-        schema, batches = W.payload_to_batches(payload)
+        schema, batches = W.parts_to_batches(parts)
         try:
             writer, reader = client.do_exchange(descriptor, options)
             with writer:
@@ -83,7 +83,9 @@ class FlightChannel(Channel):
             raise
         except Exception as e:
             raise P.from_flight_error(e, site=transport.site) from None
-        return W.doc_from_schema(answer.schema), W.payload_from_batches(answer.to_batches())
+        return W.doc_from_schema(answer.schema), W.parts_from_batches(
+            answer.schema, answer.to_batches()
+        )
 
 
 class InMemoryChannel(Channel):
@@ -103,12 +105,12 @@ class InMemoryChannel(Channel):
         self._site_key = SITE_KEY
 
     def exchange(
-        self, request: W.FlowerRequest, payload: bytes, *, timeout: float
-    ) -> tuple[dict[str, Any], bytes]:
+        self, request: W.FlowerRequest, parts: list[bytes], *, timeout: float
+    ) -> tuple[dict[str, Any], list[bytes]]:
         from flwr.app import Context
 
         if request.step == W.STEP_CHECK:
-            return {"rows": self._rows}, b""
+            return {"rows": self._rows}, []
         key = (request.run_id, request.node_id)
         context = self._contexts.get(key)
         if context is None:
@@ -117,7 +119,7 @@ class InMemoryChannel(Channel):
                               dict(request.run_config))  # fmt: skip
             self._contexts[key] = context
         context.state[self._data_key] = self._record
-        message = W.message_from_bytes(payload)
+        message = W.message_from_parts(parts)
         doc: dict[str, Any] = {"rows": self._rows}
         try:
             reply = self.client_app(message, context)
@@ -127,7 +129,7 @@ class InMemoryChannel(Channel):
                 Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=doc["error"]),
                 reply_to=message,
             )
-        return doc, W.message_to_bytes(reply)
+        return doc, W.message_to_parts(reply)
 
 
 def round_of(message: Message) -> str:
@@ -313,10 +315,10 @@ class DalangGrid(Grid):  # type: ignore[misc]
         )
         timeout = min(self.message_timeout, max(float(message.metadata.ttl), 1.0))
         try:
-            doc, payload = node.channel.exchange(
-                request, W.message_to_bytes(message), timeout=timeout
+            doc, parts = node.channel.exchange(
+                request, W.message_to_parts(message), timeout=timeout
             )
-            reply = W.message_from_bytes(payload)
+            reply = W.message_from_parts(parts)
             if reply.metadata.reply_to_message_id != message.metadata.message_id:
                 raise FlowerAppError(f"site {node.site!r} answered another message", site=node.site)
         except FederationError as e:

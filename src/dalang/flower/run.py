@@ -157,7 +157,7 @@ def _check_sites(
             node_config=dict(node.node_config),
             run_config=dict(run_config),
         )
-        doc, _ = node.channel.exchange(request, b"", timeout=min(timeout, 120.0))
+        doc, _ = node.channel.exchange(request, [], timeout=min(timeout, 120.0))
         return doc
 
     with cf.ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:

@@ -72,8 +72,9 @@ def exchange(server: SiteServer, who: str, command: bytes, reader: Any, writer: 
         entry["fragment"] = P.fragment_hash(request.plan)
         entry["trainer"] = f"flower:{request.client_app}"[:120]
         server._check_replay(*P.check_fresh(body))
-        payload = W.payload_from_batches(reader.read_all().to_batches())
-        doc, reply, failed = _answer(server, request, payload, entry)
+        incoming = reader.read_all()
+        parts = W.parts_from_batches(incoming.schema, incoming.to_batches())
+        doc, reply, failed = _answer(server, request, parts, entry)
         if failed:
             status = "failed"
             entry["reason"] = doc.get("error", "")[:MAX_REASON]
@@ -81,16 +82,16 @@ def exchange(server: SiteServer, who: str, command: bytes, reader: Any, writer: 
         entry["dataset"] = getattr(e, "dataset", None)
         server.audit_event(**entry, status="refused", reason=_reason(e))
         raise server._fail(e) from None
-    schema, batches = W.payload_to_batches(reply, doc=doc)
+    schema, batches = W.parts_to_batches(reply, doc=doc)
     writer.begin(schema)
     for batch in batches:
         writer.write_batch(batch)
-    server.audit_event(**entry, status=status, bytes=len(reply))
+    server.audit_event(**entry, status=status, bytes=sum(len(p) for p in reply))
 
 
 def _answer(
-    server: SiteServer, request: W.FlowerRequest, payload: bytes, entry: dict[str, Any]
-) -> tuple[dict[str, Any], bytes, bool]:
+    server: SiteServer, request: W.FlowerRequest, parts: list[bytes], entry: dict[str, Any]
+) -> tuple[dict[str, Any], list[bytes], bool]:
     from dalang.federation.policy import decode_fragment, enforce_training
     from dalang.flower.apps import check_approved, load_client_app
 
@@ -104,8 +105,8 @@ def _answer(
     record, rows, columns = _data(server, request.plan, plan)
     entry["rows"] = rows
     if request.step == W.STEP_CHECK:
-        return {"rows": rows, "columns": columns}, b"", False
-    message = W.message_from_bytes(payload)
+        return {"rows": rows, "columns": columns}, [], False
+    message = W.message_from_parts(parts)
     if message.metadata.dst_node_id != request.node_id:
         raise InvalidPlan("the Flower message is addressed to another node")
     entry["round"] = message.metadata.group_id[:40]
@@ -126,7 +127,7 @@ def _answer(
     doc: dict[str, Any] = {"rows": rows, "seconds": time.perf_counter() - started}
     if error is not None:
         doc["error"] = error
-    return doc, W.message_to_bytes(reply), error is not None
+    return doc, W.message_to_parts(reply), error is not None
 
 
 def _data(server: SiteServer, key_text: str, plan: Any) -> tuple[Any, int, list[str]]:

@@ -1,22 +1,23 @@
 """Flower messages on a site's Flight channel: the ``flower`` exchange.
 
 The request is the JSON command of a Flight ``do_exchange`` descriptor (checked like
-every request: nonce and time); the Flower ``Message`` travels as Flower's own protobuf
-(``flwr.common.serde.message_to_proto``, arrays in NumPy's format without pickles),
-cut into ``large_binary`` pieces so no record batch exceeds :data:`MAX_PIECE_BYTES`.
-The reply carries the site's JSON document in its schema metadata.
+every request: nonce and time). The Flower ``Message`` travels in Flower's own formats:
+its protobuf (``flwr.common.serde``) without the arrays' data, then each array's data as
+Flower keeps it (NumPy's ``.npy`` bytes, never a pickle), as parts of an Arrow stream cut
+into ``large_binary`` pieces so no record batch exceeds :data:`MAX_PIECE_BYTES`. The
+reply carries the site's JSON document in its schema metadata.
 
 Examples
 --------
->>> schema, batches = payload_to_batches(b"abc" * 10, doc={"rows": 3}, max_piece_bytes=7)
->>> len(batches), payload_from_batches(batches), doc_from_schema(schema)
-(5, b'abcabcabcabcabcabcabcabcabcabc', {'rows': 3})
+>>> schema, batches = parts_to_batches([b"abc" * 10, b"xy"], doc={"rows": 3}, max_piece_bytes=7)
+>>> len(batches), parts_from_batches(schema, batches), doc_from_schema(schema)
+(6, [b'abcabcabcabcabcabcabcabcabcabc', b'xy'], {'rows': 3})
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,59 +35,135 @@ STEPS = (STEP_CHECK, STEP_MESSAGE)
 #: Largest piece of a message in one record batch (bytes).
 MAX_PIECE_BYTES = 64 << 20
 DOC_KEY = b"dalang_doc"
+PARTS_KEY = b"dalang_parts"
 _SCALARS = (bool, int, float, str)
 
 
-# ---- messages <-> bytes --------------------------------------------------------------
-def message_to_bytes(message: Any) -> bytes:
-    """A Flower ``Message`` as Flower's protobuf bytes."""
+# ---- messages <-> parts ----------------------------------------------------------------
+def message_to_parts(message: Any) -> list[bytes]:
+    """A Flower ``Message`` as parts: Flower's protobuf of the message with every array's
+    data left out, then each array's data (NumPy's format, as Flower stores it).
+
+    Protobuf copies a field's bytes at every level of nesting; keeping the tensors out
+    of it sends them as they are.
+    """
+    from flwr.app import Array, ArrayRecord, RecordDict
+    from flwr.app.message.message import make_message
     from flwr.common.serde import message_to_proto
 
-    return bytes(message_to_proto(message).SerializeToString())
+    blobs: list[bytes] = []
+    content = None
+    if message.has_content():
+        content = RecordDict()
+        for key, record in message.content.items():
+            if isinstance(record, ArrayRecord):
+                empty = {}
+                for name, array in record.items():
+                    blobs.append(array.data)
+                    empty[name] = Array(
+                        dtype=array.dtype, shape=tuple(array.shape), stype=array.stype, data=b""
+                    )
+                record = ArrayRecord(empty, keep_input=True)
+            content[key] = record
+    error = message.error if message.has_error() else None
+    skeleton = make_message(metadata=message.metadata, content=content, error=error)
+    return [bytes(message_to_proto(skeleton).SerializeToString()), *blobs]
 
 
-def message_from_bytes(data: bytes) -> Any:
-    """Inverse of :func:`message_to_bytes`; InvalidPlan for bytes that are not a Message."""
+def message_from_parts(parts: Sequence[bytes]) -> Any:
+    """Inverse of :func:`message_to_parts`; InvalidPlan for parts that are not a Message."""
+    from flwr.app import Array, ArrayRecord
     from flwr.common.serde import message_from_proto
     from flwr.proto.message_pb2 import Message as ProtoMessage
 
+    if not parts:
+        raise InvalidPlan("the Flower message stream is empty")
     try:
-        return message_from_proto(ProtoMessage.FromString(data))
+        message = message_from_proto(ProtoMessage.FromString(parts[0]))
     except Exception as e:
         raise InvalidPlan(f"the Flower message does not decode ({type(e).__name__})") from None
+    blobs = iter(parts[1:])
+    if message.has_content():
+        content = message.content
+        for key, record in list(content.items()):
+            if not isinstance(record, ArrayRecord):
+                continue
+            full = {}
+            for name, array in record.items():
+                data = next(blobs, None)
+                if data is None:
+                    raise InvalidPlan("the Flower message stream lacks array data")
+                full[name] = Array(
+                    dtype=array.dtype, shape=tuple(array.shape), stype=array.stype, data=data
+                )
+            content[key] = ArrayRecord(full, keep_input=False)
+    if next(blobs, None) is not None:
+        raise InvalidPlan("the Flower message stream has more array data than arrays")
+    return message
 
 
-# ---- bytes <-> Arrow ---------------------------------------------------------------------
-def payload_to_batches(
-    data: bytes,
+# ---- parts <-> Arrow ---------------------------------------------------------------------
+def parts_to_batches(
+    parts: Sequence[bytes],
     *,
     doc: Mapping[str, Any] | None = None,
     max_piece_bytes: int = MAX_PIECE_BYTES,
 ) -> tuple[pa.Schema, list[pa.RecordBatch]]:
-    """The schema (with ``doc`` in its metadata) and batches that carry ``data``."""
-    meta = {DOC_KEY: json.dumps(dict(doc or {})).encode()}
-    schema = pa.schema([pa.field("message", pa.large_binary())], metadata=meta)
-    buffer = pa.py_buffer(data)
+    """The schema (``doc`` and the part sizes in its metadata) and batches carrying ``parts``;
+    no batch holds more than ``max_piece_bytes`` (tensors are wrapped, not copied)."""
+    meta = {
+        DOC_KEY: json.dumps(dict(doc or {})).encode(),
+        PARTS_KEY: json.dumps([len(p) for p in parts]).encode(),
+    }
+    schema = pa.schema([pa.field("part", pa.large_binary())], metadata=meta)
     batches = []
-    for start in range(0, len(data), max_piece_bytes):
-        piece = buffer.slice(start, min(max_piece_bytes, len(data) - start))
-        offsets = pa.py_buffer(np.array([0, piece.size], dtype=np.int64))
-        column = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, piece])
-        batches.append(pa.RecordBatch.from_arrays([column], schema=schema))
+    for part in parts:
+        buffer = pa.py_buffer(part)
+        for start in range(0, len(part), max_piece_bytes):
+            piece = buffer.slice(start, min(max_piece_bytes, len(part) - start))
+            offsets = pa.py_buffer(np.array([0, piece.size], dtype=np.int64))
+            column = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, piece])
+            batches.append(pa.RecordBatch.from_arrays([column], schema=schema))
     return schema, batches
 
 
-def payload_from_batches(batches: Iterable[pa.RecordBatch]) -> bytes:
-    """Inverse of :func:`payload_to_batches` (the bytes only)."""
-    pieces = []
+def parts_from_batches(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> list[bytes]:
+    """Inverse of :func:`parts_to_batches` (the parts only)."""
+    try:
+        sizes = json.loads((schema.metadata or {})[PARTS_KEY])
+    except (KeyError, ValueError):
+        raise InvalidPlan("the Flower message stream has no part sizes") from None
+    if not isinstance(sizes, list) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes
+    ):
+        raise InvalidPlan("the Flower message stream's part sizes are malformed")
+    pieces: list[pa.Buffer] = []
     for batch in batches:
         if batch.num_columns != 1 or not pa.types.is_large_binary(batch.column(0).type):
             raise InvalidPlan("a Flower message stream has one large_binary column")
         for value in batch.column(0):
             buffer = value.as_buffer()
-            if buffer is not None:
-                pieces.append(buffer.to_pybytes())
-    return b"".join(pieces)
+            if buffer is not None and buffer.size:
+                pieces.append(buffer)
+    parts: list[bytes] = []
+    queue = iter(pieces)
+    for size in sizes:
+        chunks: list[pa.Buffer] = []
+        got = 0
+        while got < size:
+            piece = next(queue, None)
+            if piece is None:
+                raise InvalidPlan("the Flower message stream ends early")
+            chunks.append(piece)
+            got += piece.size
+        if got != size:
+            raise InvalidPlan("the Flower message stream's pieces do not fit its parts")
+        parts.append(
+            chunks[0].to_pybytes() if len(chunks) == 1 else b"".join(c.to_pybytes() for c in chunks)
+        )
+    if next(queue, None) is not None:
+        raise InvalidPlan("the Flower message stream has more pieces than parts")
+    return parts
 
 
 def doc_from_schema(schema: pa.Schema) -> dict[str, Any]:

@@ -290,3 +290,22 @@ def test_training_run_updates_its_chart(dashboard: Any, fed: dl.Federation, page
 
     page.click('nav a[data-page="jobs"]')
     page.wait_for_selector("#jobs-table tbody tr[data-kind=training][data-status=ok]")
+
+
+def test_jobs_outlive_the_dashboard(fed: dl.Federation, tmp_path: Any) -> None:
+    from dalang.errors import PolicyViolation
+    from dalang.ui.state import DashboardState
+
+    path = tmp_path / "ui-jobs.jsonl"
+    first = DashboardState(fed, jobs_file=path)
+    query = fed.table("transactions").group_by("channel").agg(n=dl.count())
+    result = first.run_query("by channel", lambda: query)
+    with pytest.raises(PolicyViolation):
+        first.run_query("raw rows", lambda: fed.table("transactions"))
+    second = DashboardState(fed, jobs_file=path)
+    assert [(j.title, j.status) for j in second.jobs] == [
+        ("by channel", "ok"),
+        ("raw rows", "refused"),
+    ]
+    assert second.jobs[0].bytes == result["bytes_moved"] > 0
+    assert second.new_job("query", "next").id == 3

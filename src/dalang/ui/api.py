@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response
@@ -120,7 +119,7 @@ def make_router(state: DashboardState, auth: TokenAuth) -> APIRouter:
 
     @api.get("/jobs")
     def jobs() -> list[dict[str, Any]]:
-        return [asdict(j) for j in reversed(state.jobs)]
+        return [j.to_json() for j in reversed(state.jobs)]
 
     @api.post("/training", response_model=None)
     def start_training(body: dict[str, Any] = Body(...)) -> Any:  # noqa: B008

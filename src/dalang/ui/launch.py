@@ -91,9 +91,10 @@ def run_dashboard(
         site_token=site_token,
         tls_root_certs=tls_root_certs,
     )
-    server = DashboardServer(
-        DashboardState(fed, owns_federation=True), token=token, host=host, port=port
-    )
+    from dalang.optimizer.cost import data_dir
+
+    state = DashboardState(fed, owns_federation=True, jobs_file=data_dir() / "ui-jobs.jsonl")
+    server = DashboardServer(state, token=token, host=host, port=port)
     try:
         url = server.start()
     except BaseException:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import os
 import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dalang.errors import DalangError, FederationError, PlanError
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
 
 #: Rows of a result the page shows (the row count says how many there were).
 MAX_ROWS_SHOWN = 500
+#: Finished jobs of earlier dashboards shown on the Jobs page.
+MAX_JOBS_KEPT = 500
 #: Seconds the Sites page waits for a site's health answer.
 HEALTH_TIMEOUT_S = 3.0
 
@@ -42,11 +47,19 @@ class Job:
     bytes: int | None = None
     error: str | None = None
 
+    #: Called with the job once it finished (the dashboard appends it to its jobs file).
+    on_finish: Any = field(default=None, repr=False, compare=False)
+
     def finish(self, status: str, **fields: Any) -> None:
         self.status = status
         self.seconds = time.time() - self.started
         for key, value in fields.items():
             setattr(self, key, value)
+        if self.on_finish is not None:
+            self.on_finish(self)
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "on_finish"}
 
 
 @dataclass
@@ -69,7 +82,7 @@ class TrainingRun:
             "status": self.status,
             "error": self.error,
             "run_id": self.run_id,
-            "job": asdict(self.job),
+            "job": self.job.to_json(),
         }
 
 
@@ -80,20 +93,57 @@ class DashboardState:
     plan is what the Workbench draws); training runs in background threads.
     """
 
-    def __init__(self, federation: Federation, *, owns_federation: bool = False) -> None:
+    def __init__(
+        self,
+        federation: Federation,
+        *,
+        owns_federation: bool = False,
+        jobs_file: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.federation = federation
         self.owns_federation = owns_federation
         self.query_lock = threading.Lock()
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self.jobs: list[Job] = []
+        self.jobs_file = Path(jobs_file) if jobs_file is not None else None
+        self.jobs: list[Job] = self._earlier_jobs()
+        self._ids = itertools.count(max((j.id for j in self.jobs), default=0) + 1)
         self.runs: dict[str, TrainingRun] = {}
 
     def new_job(self, kind: str, title: str) -> Job:
         with self._lock:
-            job = Job(next(self._ids), kind, title)
+            job = Job(next(self._ids), kind, title, on_finish=self._keep)
             self.jobs.append(job)
         return job
+
+    def _keep(self, job: Job) -> None:
+        """Append a finished job to the jobs file, so the history outlives the dashboard."""
+        if self.jobs_file is None:
+            return
+        line = json.dumps(json_value(job.to_json())) + "\n"
+        try:
+            self.jobs_file.parent.mkdir(parents=True, exist_ok=True)
+            with self._lock, self.jobs_file.open("a", encoding="utf-8") as f:
+                f.write(line)
+        except OSError:
+            pass  # a read-only home must not stop queries
+
+    def _earlier_jobs(self) -> list[Job]:
+        """The last :data:`MAX_JOBS_KEPT` jobs of earlier dashboards (a job still running
+        when its dashboard stopped is marked ``lost``)."""
+        if self.jobs_file is None or not self.jobs_file.exists():
+            return []
+        names = {f.name for f in fields(Job)} - {"on_finish"}
+        jobs = []
+        for raw in self.jobs_file.read_text(encoding="utf-8").splitlines()[-MAX_JOBS_KEPT:]:
+            try:
+                doc = json.loads(raw)
+                job = Job(**{k: v for k, v in doc.items() if k in names})
+            except (ValueError, TypeError):
+                continue  # a torn or foreign line
+            if job.status == "running":
+                job.status = "lost"
+            jobs.append(job)
+        return jobs
 
     # ---- sites and datasets -------------------------------------------------
     def sites(self) -> list[dict[str, Any]]:

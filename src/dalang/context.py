@@ -247,17 +247,34 @@ class Context:
         fed = self.federation
         if fed is not None:
             optimized = fed.rewrite(optimized)
-        platforms = [*self._platforms.values(), *self._database_platforms(optimized)]
+        databases = self._database_platforms(optimized)
+        platforms = [*self._platforms.values(), *databases]
         if self._objective.kind == "money":  # a platform without a price is not for hire
             platforms = [p for p in platforms if p.name in self._objective.prices]
         if fed is not None:
             platforms += fed.platforms_for(optimized)
-        placed = place(
-            optimized,
-            platforms,
-            cost_model=self._cost_model,
-            correct=self._learner.corrector(),
-            objective=self._objective,
+        correct = self._learner.corrector()
+        candidates = [optimized]
+        if databases and fed is None:
+            from dalang.optimizer.joins import colocated_join_order
+            from dalang.platforms.database import database_corrector
+
+            correct = database_corrector(databases, then=correct)
+            regrouped = colocated_join_order(optimized)
+            if regrouped != optimized:
+                candidates.append(regrouped)
+        placed = min(
+            (
+                place(
+                    plan,
+                    platforms,
+                    cost_model=self._cost_model,
+                    correct=correct,
+                    objective=self._objective,
+                )
+                for plan in candidates
+            ),
+            key=_placement_score,
         )
         if fed is not None:
             fed.check(placed)
@@ -368,3 +385,9 @@ def _existing(path: str | os.PathLike[str]) -> str:
     if not os.path.exists(p):
         raise SourceNotFound(p)
     return p
+
+
+def _placement_score(placed: PlacedPlan) -> tuple[bool, float]:
+    """Lower is better: a plan that meets the objective, then its seconds (or money)."""
+    spent = placed.money if placed.objective.kind == "money" else placed.total_cost
+    return placed.note is not None, spent

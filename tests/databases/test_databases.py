@@ -311,3 +311,73 @@ def test_shipped_side_is_dropped_when_the_query_fails(
         assert seen, "the side was not shipped into PostgreSQL"
         assert _staged_tables(db) == []
         assert sorted(r["label"] for r in q.collect()) == ["a", "b", "c"]
+
+
+def test_tables_of_one_database_meet_inside_it_and_its_planner_estimates(
+    pg_uri: str, tmp_path: Path
+) -> None:
+    # customer in a file joins orders first, as written; orders x lineitem is the join
+    # PostgreSQL can run, and it returns far fewer rows than lineitem's filtered scan
+    n_orders, per_order = 2_000, 10
+    path = tmp_path / "customer.parquet"
+    pq.write_table(
+        pa.table({"c_custkey": list(range(200)), "c_name": [f"c{i}" for i in range(200)]}), path
+    )
+    with make_context(pg_uri, ["polars", "duckdb"]) as ctx:
+        orders = ctx.read_table(
+            pg_uri,
+            ctx.load(
+                pa.table(
+                    {
+                        "o_orderkey": list(range(n_orders)),
+                        "o_custkey": [i % 200 for i in range(n_orders)],
+                        "o_flag": [i % 50 == 0 for i in range(n_orders)],
+                    }
+                )
+            ),
+        )
+        n_items = n_orders * per_order
+        lineitem = ctx.read_table(
+            pg_uri,
+            ctx.load(
+                pa.table(
+                    {
+                        "l_orderkey": [i // per_order for i in range(n_items)],
+                        "l_price": [float(i % 7) for i in range(n_items)],
+                        "l_kind": ["R" if i % 10 else "A" for i in range(n_items)],  # 90% R
+                    }
+                )
+            ),
+        )
+        q = (
+            ctx.read_parquet(path)
+            .join(orders.filter(dl.col("o_flag")), left_on="c_custkey", right_on="o_custkey")
+            .join(
+                lineitem.filter(dl.col("l_kind") == "R"),
+                left_on="o_orderkey",
+                right_on="l_orderkey",
+            )
+            .group_by("c_name")
+            .agg(total=dl.col("l_price").sum())
+            .sort("c_name")
+        )
+        text = q.explain()
+        lines = text.splitlines()
+        at = {
+            k: next(i for i, line in enumerate(lines) if f"Join inner {k}" in line)
+            for k in ("c_custkey", "o_orderkey")
+        }
+        assert at["c_custkey"] < at["o_orderkey"], text  # orders x lineitem is joined first
+        assert "[postgresql@" in lines[at["o_orderkey"]], text
+        scan_line = next(line for line in text.splitlines() if "l_kind" in line and "Scan" in line)
+        assert "est_rows=18k" in scan_line, text  # PostgreSQL's estimate, not the 10% guess
+        expected: dict[str, float] = {}
+        for o in range(0, n_orders, 50):
+            name = f"c{o % 200}"
+            for i in range(o * per_order, (o + 1) * per_order):
+                if i % 10:
+                    expected[name] = expected.get(name, 0.0) + float(i % 7)
+        out = q.collect()
+        assert [r["c_name"] for r in out] == sorted(expected)
+        for r in out:
+            assert r["total"] == pytest.approx(expected[r["c_name"]])

@@ -44,12 +44,25 @@ VARIABLE_WIDTH = 24.0
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
+    """Rows and bytes per row of a node's output.
+
+    ``kept``: the fraction of its base table's rows the output still holds (a filtered
+    scan: its selectivity; a key join: the product of both sides'), so that a join with
+    a filtered key table keeps that fraction of the other side.
+    """
+
     rows: float
     row_bytes: float
+    kept: float = 1.0
 
     @property
     def bytes(self) -> float:
         return self.rows * self.row_bytes
+
+    @property
+    def base_rows(self) -> float:
+        """The rows of the base table before the filters that ``kept`` counts."""
+        return self.rows / self.kept if self.kept > 0 else self.rows
 
 
 def row_width(schema: pa.Schema | None) -> float:
@@ -122,7 +135,7 @@ def estimate_plan(root: Node, correct: Corrector | None = None) -> dict[int, Est
             schema = node.schema
         except Exception:
             schema = None
-        est = Estimate(rows, row_width(schema))
+        est = Estimate(rows, row_width(schema), _kept(node, inputs, rows))
         out[id(node)] = est
         return est
 
@@ -193,9 +206,29 @@ def _(node: Join, inputs: list[Estimate]) -> float:
         case "right":
             rows = max(right, min(left * right, max(left, right)))
         case _:
-            # a key join is usually foreign key -> primary key: the larger side survives
-            rows = min(left * right, max(left, right))
+            # a key join is usually foreign key -> primary key: the foreign-key side (the
+            # one whose base table is larger) survives, less the rows whose key the key
+            # side's filters took away
+            fk, pk = sorted(inputs, key=lambda e: (e.base_rows, e.rows), reverse=True)
+            rows = min(left * right, fk.rows * pk.kept)
     return rows * selectivity(node.condition)
+
+
+#: Nodes that keep some of their input's rows as they are.
+_SUBSETS = (Filter, FilterRows, Project, Sort, MapRows, UdfChain, Sample, Limit)
+
+
+def _kept(node: Node, inputs: list[Estimate], rows: float) -> float:
+    """The fraction of its base table's rows ``node``'s output holds (see :class:`Estimate`)."""
+    if isinstance(node, Scan):
+        base = node.source.estimate_rows()
+        return min(1.0, rows / base) if base > 0 else 1.0
+    if isinstance(node, _SUBSETS) and inputs:
+        before = inputs[0]
+        return before.kept * min(1.0, rows / before.rows) if before.rows > 0 else before.kept
+    if isinstance(node, Join) and node.how == "inner" and node.left_on:
+        return inputs[0].kept * inputs[1].kept
+    return 1.0
 
 
 @_rows.register

@@ -9,12 +9,13 @@ join into the database instead of pulling a large one out.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
 import pyarrow as pa
 
+from dalang.optimizer.cardinality import Corrector
 from dalang.plan.exprs import Call, walk
 from dalang.plan.nodes import (
     Aggregate,
@@ -126,6 +127,14 @@ class DatabasePlatform(Platform):
 
         return compile_fragment(fragment, leaf=resolve, dialect=self.dialect).sql
 
+    def estimate_rows(self, fragment: Node) -> float | None:
+        """The database planner's row estimate for a fragment over its own tables only."""
+        try:
+            sql = self.fragment_sql(fragment)
+        except Exception:  # a fragment the compiler refuses: keep the default estimate
+            return None
+        return self.database.planner_rows(sql)
+
     def run(self, fragment: Node, inputs: Mapping[str, pa.Table]) -> pa.Table:
         db = self.database
         with ExitStack() as uploads:  # every uploaded input is dropped, also on error
@@ -173,3 +182,48 @@ def database_platforms(plan: Node, known: Mapping[str, Any]) -> list[str]:
             if home is not None and home not in known:
                 out.setdefault(home, node.source.uri)  # type: ignore[attr-defined]
     return list(out.values())
+
+
+#: Nodes whose rows the database's planner is asked for (the others add nothing to it).
+_ESTIMATED = (Scan, Filter, Join, Aggregate, Distinct)
+
+
+def database_corrector(platforms: Sequence[Platform], then: Corrector | None = None) -> Corrector:
+    """A ``correct(node, rows)`` hook that asks PostgreSQL's planner for its own fragments.
+
+    A subtree that reads tables of one PostgreSQL database only, and that the database
+    can run whole, gets the row estimate of ``EXPLAIN`` of its SQL: the planner knows
+    each column's distinct values and most common values from ``pg_stats``, where the
+    defaults guess (``l_returnflag = 'R'``: 10% by default, 25% in TPC-H; a join of
+    filtered orders with lineitem: the larger input by default, a fifth of it really).
+    Other nodes go to ``then`` (the learned corrections), or keep their estimate.
+    """
+    by_home = {
+        p.uri.key: p
+        for p in platforms
+        if isinstance(p, DatabasePlatform) and p.uri.kind == "postgresql"
+    }
+    homes: dict[int, str | None] = {}
+
+    def home(node: Node) -> str | None:
+        """The database a subtree runs in whole, or None."""
+        if id(node) not in homes:
+            found: str | None = None
+            if isinstance(node, Scan):
+                found = getattr(node.source, "home", None)
+            elif node.inputs and not isinstance(node, StageInput):
+                below = {home(child) for child in node.inputs}
+                found = below.pop() if len(below) == 1 else None
+            platform = by_home.get(found) if found is not None else None
+            homes[id(node)] = found if platform is not None and platform.can_run(node) else None
+        return homes[id(node)]
+
+    def correct(node: Node, rows: float) -> float:
+        key = home(node) if isinstance(node, _ESTIMATED) else None
+        if key is not None and not (isinstance(node, Scan) and node.predicate is None):
+            estimate = by_home[key].estimate_rows(node)
+            if estimate is not None:
+                return estimate
+        return then(node, rows) if then is not None else rows
+
+    return correct

@@ -417,6 +417,19 @@ class Database:
         count = self.rows(f"SELECT count(*) FROM {_quote(table, 'sqlite')}")[0][0]
         return float(count), None
 
+    def planner_rows(self, query: str) -> float | None:
+        """PostgreSQL's planner estimate of a query's rows (EXPLAIN); None elsewhere, on error."""
+        if self.uri.kind != "postgresql":
+            return None
+        import json
+
+        try:
+            plan = self.rows(f"EXPLAIN (FORMAT JSON) {query}")[0][0]
+        except DatabaseError:
+            return None
+        doc = json.loads(plan) if isinstance(plan, str) else plan
+        return float(doc[0]["Plan"]["Plan Rows"])
+
     def query_rows(self, query: str) -> float:
         """The planner's row estimate for a query (SQLite: its count)."""
         kind = self.uri.kind

@@ -309,3 +309,30 @@ def test_jobs_outlive_the_dashboard(fed: dl.Federation, tmp_path: Any) -> None:
     ]
     assert second.jobs[0].bytes == result["bytes_moved"] > 0
     assert second.new_job("query", "next").id == 3
+
+
+def test_private_training_shows_epsilon_per_round(
+    dashboard: Any, fed: dl.Federation, page: Any
+) -> None:
+    login(page, dashboard.url)
+    page.wait_for_selector("#nav:not([hidden])")
+    page.click('nav a[data-page="training"]')
+    page.wait_for_selector("#t-dataset option[value=transactions]", state="attached")
+    page.select_option("#t-dataset", "transactions")
+    page.check('#t-features input[value="amount"]')
+    page.select_option("#t-label", "is_fraud")
+    page.fill("#t-rounds", "3")
+    page.check("#t-secure")
+    page.select_option("#t-dp", "central")
+    page.fill("#t-noise", "1.5")
+    page.click("#t-start")
+    page.wait_for_selector("#t-status[data-status=ok]")
+    screenshot(page, "training-private")
+    run = dashboard.state.runs[page.get_attribute("#t-live", "data-run")]
+    assert run.spec["secure_aggregation"] is True
+    assert run.spec["privacy"]["noise_multiplier"] == 1.5
+    assert "secure aggregation, central DP" in page.inner_text("#t-title")
+    epsilons = [r["epsilon"] for r in run.rounds]
+    assert len(epsilons) == 3 and epsilons[0] > 0 and epsilons == sorted(epsilons)
+    shown = page.locator("#rounds-table tbody tr td:nth-child(7)").all_inner_texts()
+    assert shown == [f"{e:.3f}" for e in epsilons]

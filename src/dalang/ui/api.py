@@ -92,8 +92,13 @@ def make_router(state: DashboardState, auth: TokenAuth) -> APIRouter:
             if "pipeline" in body:
                 spec = pipeline_spec.parse(body["pipeline"])
                 code = pipeline_spec.python_code(spec)
+                title = f"pipeline: {spec.dataset}"
+                if spec.join is not None:
+                    title += f" join {spec.join}"
+                if spec.group_by:
+                    title += f" by {', '.join(spec.group_by)}"
                 return state.run_query(
-                    f"pipeline over {spec.dataset}",
+                    title,
                     lambda: pipeline_spec.build(state.federation, spec),
                     python=code,
                 )

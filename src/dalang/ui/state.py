@@ -283,6 +283,15 @@ class DashboardState:
             "mlp": learn.MLP,
         }
         strategy = getattr(learn, spec["strategy"])()
+        privacy = spec["privacy"]
+        dp = None
+        if privacy is not None:
+            kind = learn.CentralDP if privacy["mode"] == "central" else learn.LocalDP
+            dp = kind(
+                noise_multiplier=privacy["noise_multiplier"],
+                clip=privacy["clip"],
+                delta=privacy["delta"],
+            )
         weights_bytes = 0
 
         def on_round(record: RoundRecord) -> None:
@@ -300,6 +309,8 @@ class DashboardState:
                     strategy=strategy,
                     rounds=spec["rounds"],
                     lr=spec["lr"],
+                    secure_aggregation=spec["secure_aggregation"],
+                    dp=dp,
                     on_round=on_round,
                 )
             weights_bytes = sum(int(getattr(w, "nbytes", 0)) for w in result.model.weights)
@@ -351,6 +362,9 @@ def check_training(spec: Mapping[str, Any], fed: Federation) -> dict[str, Any]:
     lr = spec.get("lr", 0.1)
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr <= 10:
         raise PlanError("lr (learning rate) must be a number in (0, 10]")
+    secure = spec.get("secure_aggregation", False)
+    if not isinstance(secure, bool):
+        raise PlanError("secure_aggregation must be true or false")
     return {
         "dataset": dataset,
         "features": list(features),
@@ -359,7 +373,28 @@ def check_training(spec: Mapping[str, Any], fed: Federation) -> dict[str, Any]:
         "strategy": strategy,
         "rounds": rounds,
         "lr": float(lr),
+        "secure_aggregation": secure,
+        "privacy": _check_privacy(spec.get("privacy")),
     }
+
+
+def _check_privacy(doc: Any) -> dict[str, Any] | None:
+    """``None`` (no DP) or ``{"mode": central|local, "noise_multiplier", "clip", "delta"}``."""
+    if doc is None or doc == {} or (isinstance(doc, Mapping) and doc.get("mode") in (None, "")):
+        return None
+    if not isinstance(doc, Mapping) or doc.get("mode") not in ("central", "local"):
+        raise PlanError('privacy.mode must be "central" or "local" (or no privacy)')
+    out: dict[str, Any] = {"mode": doc["mode"]}
+    for key, default, low, high in (
+        ("noise_multiplier", 1.0, 0.0, 1e3),
+        ("clip", 1.0, 0.0, 1e6),
+        ("delta", 1e-5, 0.0, 1.0),
+    ):
+        value = doc.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low < value < high:
+            raise PlanError(f"privacy.{key} must be a number in ({low:g}, {high:g})")
+        out[key] = float(value)
+    return out
 
 
 def round_json(record: RoundRecord) -> dict[str, Any]:

@@ -364,7 +364,9 @@ function watch(run) {
   if (events) events.close();
   $("#t-live").hidden = false;
   $("#t-live").dataset.run = run.id;
-  $("#t-title").textContent = `${run.id}: ${run.spec.trainer} (${run.spec.strategy}) on ${run.spec.dataset}`;
+  const how = [run.spec.strategy, run.spec.secure_aggregation ? "secure aggregation" : null,
+    run.spec.privacy ? `${run.spec.privacy.mode} DP` : null].filter(Boolean).join(", ");
+  $("#t-title").textContent = `${run.id}: ${run.spec.trainer} (${how}) on ${run.spec.dataset}`;
   $("#t-status").textContent = "running …";
   $("#t-status").dataset.status = "running";
   $("#rounds-table tbody").replaceChildren();
@@ -416,6 +418,11 @@ async function startTraining(event) {
     features: [...document.querySelectorAll("#t-features input:checked")].map((i) => i.value),
     label: $("#t-label").value, trainer: $("#t-trainer").value, strategy: $("#t-strategy").value,
     rounds: Number($("#t-rounds").value), lr: Number($("#t-lr").value),
+    secure_aggregation: $("#t-secure").checked,
+    privacy: $("#t-dp").value ? {
+      mode: $("#t-dp").value, noise_multiplier: Number($("#t-noise").value),
+      clip: Number($("#t-clip").value), delta: Number($("#t-delta").value),
+    } : null,
   };
   try { watch(await api("/api/training", { method: "POST", body })); } catch (e) {
     if (e instanceof Unauthorized) return;

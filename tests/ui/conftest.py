@@ -84,8 +84,17 @@ def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(15_000)
     page = context.new_page()
+    errors: list[str] = []  # uncaught errors in the page's scripts, CSP violations included
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
     yield page
     context.close()
+    assert not errors, errors
 
 
 def screenshot(page: Any, name: str) -> Path:

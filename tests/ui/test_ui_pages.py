@@ -29,6 +29,11 @@ def test_the_api_refuses_a_wrong_token(dashboard: Any) -> None:
         httpx.get(f"{url}/api/sites", headers={"Authorization": f"Bearer {TOKEN}"}).status_code
         == 200
     )
+    page = httpx.get(f"{url}/")
+    assert (
+        page.status_code == 200
+        and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    )
     # a forged cookie is no session
     assert httpx.get(f"{url}/api/sites", cookies={"dalang_ui_session": "0" * 64}).status_code == 401
 
@@ -145,9 +150,8 @@ def test_pipeline_builder_runs_and_draws_the_plan(
     login(page, dashboard.url)
     page.wait_for_selector("#nav:not([hidden])")
     _builder_pipeline(page)
-    page.wait_for_function(
-        "document.querySelector('#b-code').textContent.includes(\"dl.col('amount').sum()\")"
-    )
+    # (no wait_for_function: it evaluates strings, which the page's CSP rightly forbids)
+    page.locator("#b-code", has_text="dl.col('amount').sum()").wait_for()
     code = page.inner_text("#b-code")
     page.click("#run-pipeline")
     page.wait_for_selector("#result[data-state=ok]")
@@ -238,10 +242,7 @@ def test_refused_query_shows_in_jobs_and_audit(
     assert fed.audit_log("branch_a")["share"] == "own"
 
     page.check("#audit-refused")
-    page.wait_for_function(
-        "[...document.querySelectorAll('.audit-site tbody tr')].every("
-        "r => r.dataset.status === 'refused')"
-    )
+    page.locator(".audit-site tbody tr:not([data-status=refused])").first.wait_for(state="detached")
     assert page.locator(".audit-site tbody tr[data-status=refused]").count() >= 2
 
 

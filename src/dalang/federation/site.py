@@ -448,15 +448,19 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
             return self._masking.unmask(request), []
         # the site charges its own budget (by its own accountant) before it trains
         epsilon = ST.charge_training(self.ledger, request, datasets, self.policies)
+        doc: dict[str, Any] = {}
+        if request.evaluate:  # the weights sent are the last round's model: score it first
+            doc["evaluation"] = T.evaluate(trainer, weights, data)
         new, metrics = T.fit(trainer, weights, data, request)
         entry["rows"] = int(data.y_fit.size)
         dp = ST.DPRequest.from_request(request)
         if dp is not None:
             entry["epsilon"] = epsilon
             metrics = {"num_examples": metrics["num_examples"]}  # the loss has no noise
+        doc["metrics"] = metrics
         if request.secagg is not None:
-            return {"metrics": metrics}, [self._masking.masked(request, weights, new, dp)]
-        return {"metrics": metrics}, ST.private_update(weights, new, dp)
+            return doc, [self._masking.masked(request, weights, new, dp)]
+        return doc, ST.private_update(weights, new, dp)
 
     def _flower_exchange(self, who: str, command: bytes, reader: Any, writer: Any) -> None:
         """Run an approved Flower ClientApp (dalang.flower; needs the extra dalang[flower])."""

@@ -175,6 +175,7 @@ class TrainRequest:
     run: str = ""
     secagg: dict[str, Any] | None = None
     dp: dict[str, Any] | None = None
+    evaluate: bool = False
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> TrainRequest:
@@ -219,6 +220,7 @@ class TrainRequest:
             run=_run_id(doc.get("run", "")),
             secagg=_optional_object(doc, "secagg"),
             dp=_optional_object(doc, "dp"),
+            evaluate=doc.get("evaluate", False) is True,
         )
 
 

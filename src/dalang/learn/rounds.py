@@ -22,7 +22,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -317,61 +317,70 @@ def train(
             "secure_aggregation": bool(secure_aggregation),
             "dp": dp.to_json() if dp is not None else None,
         }
+        # round r's model is evaluated by the sites at the start of round r + 1's train
+        # exchange (one exchange per site and round instead of two); the last round, and
+        # a round followed by a failing one, are evaluated on their own
+        pending: RoundRecord | None = None
+
+        def finish(record: RoundRecord, evaluated: Sequence[EvalResult]) -> None:
+            record.metrics.update(_weighted(evaluated))
+            history.append(record)
+            save_checkpoint(directory, meta=meta, weights=weights, history=history)
+            if on_round is not None:
+                on_round(record)
+
+        def evaluate_alone(record: RoundRecord) -> None:
+            finish(record, _evaluate(pool, plans, config, call, weights, record.round,
+                                     round_timeout, record.sites))  # fmt: skip
+
         for rnd in range(len(history) + 1, rounds + 1):
             started = time.perf_counter()
             extra = {**dict(strategy.configure_fit(rnd) or {}), **privacy}
-            if secure_aggregation:
-                clip = min(norm_bound, dp.clip) if dp is not None else norm_bound
-                step = _secure_step(
-                    pool, plans, config, call, weights, rnd, round_timeout, extra, clip=clip
-                )
-            else:
-                step = _plain_step(
-                    pool,
-                    plans,
-                    config,
-                    call,
-                    weights,
-                    rnd,
-                    round_timeout,
-                    extra,
-                    norm_bound=bound,
-                    directory=directory,
-                    run_id=run_id,
-                )
-            if len(step.sites) < min_sites:
-                raise FederationError(
-                    f"round {rnd}: {len(step.sites)} site(s) sent a usable update, fewer than "
-                    f"min_sites={min_sites} (dropped: {', '.join(step.dropped) or 'none'}; "
-                    f"refused: {', '.join(step.refused) or 'none'}); " + step.why(),
-                    retryable=True,
-                )
+            if pending is not None:
+                extra["evaluate"] = True
+            try:
+                if secure_aggregation:
+                    clip = min(norm_bound, dp.clip) if dp is not None else norm_bound
+                    step = _secure_step(
+                        pool, plans, config, call, weights, rnd, round_timeout, extra, clip=clip
+                    )
+                else:
+                    step = _plain_step(pool, plans, config, call, weights, rnd, round_timeout,
+                                       extra, norm_bound=bound, directory=directory,
+                                       run_id=run_id)  # fmt: skip
+                if len(step.sites) < min_sites:
+                    raise FederationError(
+                        f"round {rnd}: {len(step.sites)} site(s) sent a usable update, fewer "
+                        f"than min_sites={min_sites} (dropped: {', '.join(step.dropped) or 'none'}"
+                        f"; refused: {', '.join(step.refused) or 'none'}); " + step.why(),
+                        retryable=True,
+                    )
+            except FederationError:
+                if pending is not None:  # keep the last good round
+                    evaluate_alone(pending)
+                raise
+            if pending is not None:
+                finish(pending, step.evaluations)
             results = step.results
             if central and dp is not None and results:
                 # one noisy, unweighted mean of the clipped updates: the strategy only
                 # post-processes it (FedAvgM/FedAdam steps from it), so DP holds
                 results = [_noisy_mean(results, weights, dp, rng)]
             weights = [np.asarray(w) for w in strategy.aggregate(rnd, weights, results)]
-            sites = step.sites
-            evaluated = _evaluate(pool, plans, config, call, weights, rnd, round_timeout, sites)
-            metrics = _weighted(evaluated)
+            metrics: dict[str, float] = {}
             if step.train_loss is not None:
                 metrics["train_loss"] = step.train_loss
-            epsilon = dp.accountant().step(rnd).epsilon() if dp is not None else None
-            history.append(
-                RoundRecord(
-                    round=rnd,
-                    sites=step.sites,
-                    dropped=step.dropped,
-                    refused=step.refused,
-                    metrics=metrics,
-                    epsilon=epsilon,
-                    seconds=time.perf_counter() - started,
-                )
+            pending = RoundRecord(
+                round=rnd,
+                sites=step.sites,
+                dropped=step.dropped,
+                refused=step.refused,
+                metrics=metrics,
+                epsilon=dp.accountant().step(rnd).epsilon() if dp is not None else None,
+                seconds=time.perf_counter() - started,
             )
-            save_checkpoint(directory, meta=meta, weights=weights, history=history)
-            if on_round is not None:
-                on_round(history[-1])
+        if pending is not None:
+            evaluate_alone(pending)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return TrainResult(Model(trainer, weights), history, run_id)
@@ -387,6 +396,8 @@ class _Step:
     refused: list[str]
     failures: dict[str, BaseException | None]
     train_loss: float | None
+    #: The sites' evaluation of the weights they were sent (the previous round's model).
+    evaluations: list[EvalResult] = field(default_factory=list)
 
     def why(self) -> str:
         return "; ".join(
@@ -430,6 +441,7 @@ def _plain_step(
             dropped.append(site)
             log.warning("round %d: site %s left out (%s)", rnd, site, why)
     results: list[FitResult] = []
+    evaluations: list[EvalResult] = []
     for site, (doc, update) in sorted(answers.items()):
         try:
             check_update(update, weights, norm_bound=norm_bound)
@@ -442,8 +454,19 @@ def _plain_step(
         metrics = {k: float(v) for k, v in doc.get("metrics", {}).items()}
         n = int(metrics.get("num_examples", 0))
         results.append(FitResult(site, update, n, metrics))
+        evaluations.extend(_evaluation(site, doc))
     loss = _train_loss({r.site: r.metrics for r in results})
-    return _Step(results, [r.site for r in results], dropped, sorted(refused), failures, loss)
+    sites = [r.site for r in results]
+    return _Step(results, sites, dropped, sorted(refused), failures, loss, evaluations)
+
+
+def _evaluation(site: str, doc: Mapping[str, Any]) -> list[EvalResult]:
+    """The site's evaluation of the weights it was sent, when it was asked for one."""
+    found = doc.get("evaluation")
+    if not isinstance(found, dict):
+        return []
+    metrics = {k: float(v) for k, v in found.items() if isinstance(v, (int, float))}
+    return [EvalResult(site, int(metrics.get("num_examples", 0)), metrics)]
 
 
 def _secure_step(
@@ -479,7 +502,8 @@ def _secure_step(
     mean = FitResult("secure_sum", out.apply(weights), out.num_examples, {})
     loss = _train_loss(out.metrics)
     dropped, refused = sorted(out.dropped), sorted(out.refused)
-    return _Step([mean], out.survivors, dropped, refused, out.failures, loss)
+    evaluations = [e for s in out.survivors for e in _evaluation(s, out.docs.get(s, {}))]
+    return _Step([mean], out.survivors, dropped, refused, out.failures, loss, evaluations)
 
 
 def _noisy_mean(

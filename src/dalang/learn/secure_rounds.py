@@ -76,6 +76,7 @@ class SecureRound:
     dropped: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    docs: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: dict[str, BaseException | None] = field(default_factory=dict)
 
     def apply(self, weights: Weights) -> Weights:
@@ -211,6 +212,7 @@ def secure_round(
             lose({site: e})
             continue
         out.metrics[site] = {k: float(v) for k, v in dict(doc.get("metrics", {})).items()}
+        out.docs[site] = doc
     survivors_ids, dropped_ids = server.unmask_request() if out.metrics else ([], [])
     enough([by_id[i] for i in survivors_ids], "masked update")
     # 4. unmask

@@ -44,6 +44,12 @@ from queries import revenue
 SMALL = ("nation", "region", "supplier")
 SPLIT = ("customer", "orders", "lineitem")
 REGIONS = ("africa", "america", "asia", "europe", "middle_east")
+#: The split's partitioning, declared in each site's config: no two sites share a key.
+PARTITIONED_BY = {
+    "customer": ("c_custkey",),
+    "orders": ("o_orderkey",),
+    "lineitem": ("l_orderkey",),
+}
 
 
 def q1(fed: dl.Federation) -> dl.Dataset:
@@ -246,12 +252,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     split_dir = DATA_DIR / f"federated-tpch-{args.scale}"
     split_by_region(source, split_dir)
-    policy = {"egress": args.egress, "min_group_size": 1}
     configs = [
         {
             "site": {"name": region},
             "datasets": {
-                name: {"source": str(split_dir / region / f"{name}.parquet"), "policy": policy}
+                name: {
+                    "source": str(split_dir / region / f"{name}.parquet"),
+                    "policy": {
+                        "egress": args.egress,
+                        "min_group_size": 1,
+                        # true of this split: each customer, with its orders and their
+                        # lineitems, lives at one site (the small tables at every site)
+                        "partitioned_by": list(PARTITIONED_BY.get(name, ())),
+                    },
+                }
                 for name in (*SPLIT, *SMALL)
             },
         }

@@ -57,7 +57,11 @@ def _config(site: str, d: Path, egress: str) -> dict[str, object]:
         "site": {"name": site},
         "datasets": {
             "transactions": {"source": str(d / "transactions.parquet"), "policy": policy},
-            "customers": {"source": str(d / "customers.parquet"), "policy": policy},
+            "customers": {
+                "source": str(d / "customers.parquet"),
+                # true of _bank: each site's customer ids are its own
+                "policy": {**policy, "partitioned_by": ["customer_id"]},
+            },
         },
     }
 
@@ -112,6 +116,24 @@ def test_group_by_over_three_sites_equals_pooled(fed: dl.Federation, bank: dict)
     text = q.explain()
     for site in SITES:
         assert f"[site:{site}]" in text and f"<arrow site:{site} ->" in text
+
+
+def test_top_customers_are_picked_at_their_sites(fed: dl.Federation, bank: dict) -> None:  # type: ignore[type-arg]
+    def spend(tx: dl.Dataset, customers: dl.Dataset) -> dl.Dataset:
+        return tx.join(customers, on="customer_id")
+
+    def top(joined: dl.Dataset) -> dl.Dataset:
+        return (
+            joined.group_by("customer_id", "age")
+            .agg(total=dl.col("amount").sum(), n=dl.count())
+            .sort("total", descending=True)
+            .limit(4)
+        )
+
+    q = top(fed.at_each_site(lambda s: spend(s.table("transactions"), s.table("customers"))))
+    c, t = _pooled(bank)
+    _same(q.collect(), top(spend(t, c)).collect())
+    assert fed.last_run.rows == 3 * 4  # each site's top 4 of its 100 customers
 
 
 def test_join_at_one_site_equals_pooled(fed: dl.Federation, bank: dict) -> None:  # type: ignore[type-arg]

@@ -53,6 +53,7 @@ _POLICY_KEYS = {
     "bounds",
     "udfs",
     "trainers",
+    "partitioned_by",
 }
 
 
@@ -79,6 +80,9 @@ class Policy:
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     udfs: tuple[str, ...] = ()
     trainers: tuple[str, ...] = ()
+    #: Columns no other site holds a row with the same values of (the federation's data
+    #: is split by them): the coordinator finishes groups by them at the site.
+    partitioned_by: tuple[str, ...] = ()
 
     def to_json(self, *, epsilon_spent: float | None = None) -> dict[str, Any]:
         """The policy as the ``datasets`` action publishes it."""
@@ -94,6 +98,7 @@ class Policy:
             "bounds": {k: list(v) for k, v in self.bounds.items()},
             "udfs": list(self.udfs),
             "trainers": list(self.trainers),
+            "partitioned_by": list(self.partitioned_by),
         }
 
 
@@ -297,6 +302,13 @@ def _policy(d: dict[str, Any], where: str, key: str) -> Policy:
         if not _DIGEST_RE.match(u):
             raise ConfigError(where, f"{key}.udfs", f"{u!r} is not sha256:<64 hex digits>")
     trainers = tuple(_str_list(d.get("trainers", []), where, f"{key}.trainers"))
+    partitioned_by = tuple(_str_list(d.get("partitioned_by", []), where, f"{key}.partitioned_by"))
+    if columns is not None:
+        for col in partitioned_by:
+            if col not in columns:
+                raise ConfigError(
+                    where, f"{key}.partitioned_by", f"{col!r} is not a published column"
+                )
     return Policy(
         egress=egress,
         min_group_size=min_group,
@@ -308,6 +320,7 @@ def _policy(d: dict[str, Any], where: str, key: str) -> Policy:
         bounds=bounds,
         udfs=udfs,
         trainers=trainers,
+        partitioned_by=partitioned_by,
     )
 
 

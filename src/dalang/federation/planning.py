@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from functools import singledispatch
 
 import pyarrow as pa
 
@@ -23,13 +24,14 @@ from dalang.optimizer.rules import (
     prune_columns,
     push_down_predicates,
 )
-from dalang.plan.exprs import Agg, Alias, Call, Case, Cast, Column, ExprNode, Literal
+from dalang.plan.exprs import Agg, Alias, Call, Case, Cast, Column, ExprNode, Literal, output_name
 from dalang.plan.nodes import (
     Aggregate,
     Distinct,
     Filter,
     FilterRows,
     FlatMapRows,
+    Join,
     Limit,
     MapRows,
     Node,
@@ -257,11 +259,127 @@ def _merge_moments(x: ExprNode, func: str, part: object, final: object) -> ExprN
     return Case(((Call("ge", (big_n, Literal(2))), value),), Literal(None, pa.float64()))
 
 
+# ---- groups that live at one site -------------------------------------------
+def finish_groups_at_sites(plan: Node) -> Node:
+    """``Aggregate(Union(parts))`` -> ``Union(Aggregate(part))`` when no group spans two sites.
+
+    That holds when the group keys include every column a dataset is declared
+    ``partitioned_by`` in each site's policy (no other site holds a row with the same
+    values: customers of a branch, patients of a hospital), those keys come through each
+    part from that dataset's own rows, and each part reads one site, a different one
+    each. Every group is then complete at its site, so the site computes the final
+    aggregate (count_distinct too), a ``sort`` + ``limit`` above it is pre-applied there
+    (only the top rows of each site travel), and nothing is merged at the coordinator.
+    Datasets with egress ``dp`` keep the split into partials.
+    """
+    return transform_up(plan, _finish_at_sites)
+
+
+def _finish_at_sites(node: Node) -> Node:
+    if not (isinstance(node, Aggregate) and node.keys and isinstance(node.input, Union)):
+        return node
+    parts = node.input.parts
+    sites = [home_site(p) for p in parts]
+    if None in sites or len(set(sites)) != len(sites):
+        return node
+    partitioning = {_partitioning(p, node.keys) for p in parts}
+    if len(partitioning) != 1 or None in partitioning:
+        return node
+    return Union(tuple(Aggregate(p, node.keys, node.aggs) for p in parts))
+
+
+def _partitioning(part: Node, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
+    """(dataset, its partition columns) that ``keys`` cover in ``part``, or None."""
+    if any(str(s.policy.get("egress", "rows")) == "dp" for s in site_sources(part)):
+        return None
+    covered: dict[SiteSource, set[str]] = {}
+    for key in keys:
+        for source, column in column_origins(part, key):
+            covered.setdefault(source, set()).add(column)
+    for source, columns in covered.items():
+        declared = tuple(str(c) for c in source.policy.get("partitioned_by") or ())
+        if declared and set(declared) <= columns:
+            return source.dataset, declared
+    return None
+
+
+Origin = tuple[SiteSource, str]
+
+
+@singledispatch
+def column_origins(node: Node, column: str) -> list[Origin]:
+    """The site datasets and columns whose values ``column`` of ``node`` carries unchanged.
+
+    Empty when the column is computed, comes from a side of an outer join that may be
+    null-filled, or from anything but a site dataset. The key of an inner join that
+    merges both sides' key columns carries both.
+    """
+    return []
+
+
+@column_origins.register
+def _(node: Scan, column: str) -> list[Origin]:
+    source = node.source
+    if not isinstance(source, SiteSource) or column not in source.schema.names:
+        return []
+    if node.columns is not None and column not in node.columns:
+        return []
+    return [(source, column)]
+
+
+@column_origins.register(Filter)
+@column_origins.register(Sort)
+@column_origins.register(Limit)
+@column_origins.register(Distinct)
+def _(node: Node, column: str) -> list[Origin]:
+    return column_origins(node.inputs[0], column)
+
+
+@column_origins.register
+def _(node: Project, column: str) -> list[Origin]:
+    for e in node.exprs:
+        if output_name(e) == column:
+            inner = e.operand if isinstance(e, Alias) else e
+            return column_origins(node.input, inner.name) if isinstance(inner, Column) else []
+    return []
+
+
+@column_origins.register
+def _(node: Aggregate, column: str) -> list[Origin]:
+    return column_origins(node.input, column) if column in node.keys else []
+
+
+@column_origins.register
+def _(node: Join, column: str) -> list[Origin]:
+    left, right = node.left.schema, node.right.schema
+    if left is None or right is None:
+        return []
+    if column in left.names:
+        if node.how in ("right", "full"):
+            return []
+        out = column_origins(node.left, column)
+        if node.how == "inner" and column in node.left_on:  # merged with its right key?
+            rk = node.right_on[node.left_on.index(column)]
+            if rk == column:
+                out = out + column_origins(node.right, rk)
+        return out
+    if node.how not in ("inner", "right"):
+        return []
+    if column in right.names:
+        return column_origins(node.right, column)
+    stem = column[: -len(node.suffix)] if node.suffix and column.endswith(node.suffix) else None
+    if stem is not None and stem in right.names and stem in left.names:
+        return column_origins(node.right, stem)
+    return []
+
+
 #: The rules a federated plan gets after the core ones, in order.
 FEDERATED_RULES: tuple[Rule, ...] = (
     push_through_unions,
     push_down_predicates,
     fuse_projections,
+    push_through_unions,
+    finish_groups_at_sites,
     push_through_unions,
     split_aggregates,
     prune_columns,

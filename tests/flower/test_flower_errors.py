@@ -87,3 +87,15 @@ def test_an_approved_clientapp_whose_module_the_site_did_not_load_is_refused(
     refused = [e for e in entries if e.get("action") == "flower"]
     assert refused and refused[-1]["status"] == "refused"
     assert "not loaded" in refused[-1]["reason"]
+
+
+def test_a_site_without_flwr_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    configs = site_configs(tmp_path, udf_modules=("_no_flower_site",))
+    with dl.Federation.local(configs[:1]) as fed, pytest.raises(PolicyViolation) as info:
+        _run(fed, app.make_server_app(nodes=1))
+    assert info.value.site == "s0"
+    assert "cannot run Flower ClientApps" in str(info.value)
+    assert "pip install 'dalang[flower]'" in str(info.value)

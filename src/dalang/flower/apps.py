@@ -64,7 +64,12 @@ def client_app_ref(client_app: Any) -> str:
         if module != "__main__" and "<locals>" not in client_app.__qualname__:
             return f"{module}:{client_app.__qualname__}"
     else:
-        for name, module_obj in list(sys.modules.items()):
+        # where its functions were defined first: the app may be imported elsewhere too
+        funcs = getattr(client_app, "_registered_funcs", {}).values()
+        homes = [f.__module__ for f in funcs if hasattr(f, "__module__")]
+        names = [*dict.fromkeys(homes), *sys.modules]
+        for name in names:
+            module_obj = sys.modules.get(name)
             if name == "__main__" or module_obj is None:
                 continue
             for attr, value in list(vars(module_obj).items()):

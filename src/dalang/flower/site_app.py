@@ -2,7 +2,7 @@
 
 For every message the site checks the data plan (published datasets, approved UDFs),
 that every dataset read approves the ClientApp by digest, runs the plan with its own
-engines (cached per plan), hands the result to the ClientApp in
+engines (once per run), hands the result to the ClientApp in
 ``context.state[DATA_KEY]`` and sends the reply Message back. The Flower ``Context`` of
 each (run, node) is kept between messages, as a Flower SuperNode keeps it. A ClientApp
 that raises is answered with a Flower error reply, as Flower's runtimes do.
@@ -102,7 +102,7 @@ def _answer(
     entry["datasets"] = sorted(set(datasets))
     check_approved(request.client_app, request.digest, datasets, server.policies)
     app = load_client_app(request.client_app, request.digest, modules=server.config.udf_modules)
-    record, rows, columns = _data(server, request.plan, plan)
+    record, rows, columns = _data(server, f"{request.run_id}:{request.plan}", plan)
     entry["rows"] = rows
     if request.step == W.STEP_CHECK:
         return {"rows": rows, "columns": columns}, [], False
@@ -131,7 +131,8 @@ def _answer(
 
 
 def _data(server: SiteServer, key_text: str, plan: Any) -> tuple[Any, int, list[str]]:
-    """The plan's output as an ArrayRecord (cached per plan text)."""
+    """The plan's output as an ArrayRecord, run once per Flower run (cached by run and plan:
+    every message of a run sees the same rows, and a new run sees the data as it is now)."""
     from dalang.federation.policy import bind_sources
     from dalang.flower.data import table_record
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 import warnings
 from typing import Any
 
@@ -14,6 +17,42 @@ from dalang.federation.coordinator import PartialResult
 pytestmark = pytest.mark.xdist_group("ui")
 
 DOWN = "branch_c"
+
+
+def test_a_site_that_hangs(
+    dashboard: Any, fed: dl.Federation, page: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dalang.ui import state
+
+    # the server runs in this process: shorter waits keep the test short
+    monkeypatch.setattr(state, "HEALTH_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(state, "SITE_WAIT_S", 2.0)
+    hung = "branch_b"
+    process = fed.processes[hung]
+    os.kill(process.pid, signal.SIGSTOP)  # alive, but answers nothing
+    try:
+        page.goto(f"{dashboard.url}/#token={TOKEN}")
+        row = page.locator(f'#sites-table tr[data-site="{hung}"]')
+        row.wait_for()
+        assert row.get_attribute("data-status") == "down"
+        assert page.locator("#sites-table tr[data-status=up]").count() == len(fed.sites) - 1
+
+        started = time.monotonic()
+        page.click('nav a[data-page="datasets"]')
+        page.wait_for_selector(f'#datasets-table tr[data-site="{hung}"]')
+        assert time.monotonic() - started < state.SITE_WAIT_S + 5
+        cells = page.locator(f'#datasets-table tr[data-site="{hung}"] td:first-child')
+        assert all("down" in t for t in cells.all_inner_texts())
+
+        page.click('nav a[data-page="audit"]')
+        page.wait_for_selector(f'.audit-site[data-site="{hung}"] .error')
+        assert "no answer" in page.inner_text(f'.audit-site[data-site="{hung}"]')
+        assert page.locator('.audit-site[data-site="branch_a"][data-chain=ok]').count() == 1
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    # once it answers again, so does the page
+    page.click('nav a[data-page="sites"]')
+    page.locator(f'#sites-table tr[data-site="{hung}"][data-status=up]').wait_for()
 
 
 def test_a_site_that_went_down(dashboard: Any, fed: dl.Federation, page: Any) -> None:

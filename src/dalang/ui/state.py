@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import itertools
 import json
 import math
@@ -27,6 +28,8 @@ MAX_ROWS_SHOWN = 500
 MAX_JOBS_KEPT = 500
 #: Seconds the Sites page waits for a site's health answer.
 HEALTH_TIMEOUT_S = 3.0
+#: Seconds the Datasets and Audit pages wait for a site before showing it as not answering.
+SITE_WAIT_S = 5.0
 
 #: Trainers and strategies the Training page offers (sites allow trainers by name).
 TRAINERS = ("logistic_regression", "linear_regression", "mlp")
@@ -108,6 +111,9 @@ class DashboardState:
         self.jobs: list[Job] = self._earlier_jobs()
         self._ids = itertools.count(max((j.id for j in self.jobs), default=0) + 1)
         self.runs: dict[str, TrainingRun] = {}
+        # calls to the sites for the pages (not queries): a hung site ties up a worker,
+        # never the page
+        self._pool = cf.ThreadPoolExecutor(max_workers=16, thread_name_prefix="dalang-ui-site")
 
     def new_job(self, kind: str, title: str) -> Job:
         with self._lock:
@@ -148,8 +154,6 @@ class DashboardState:
     # ---- sites and datasets -------------------------------------------------
     def sites(self) -> list[dict[str, Any]]:
         """Each site's health: up (version, platforms, latency) or down (why)."""
-        import concurrent.futures as cf
-
         fed = self.federation
 
         def one(site: str) -> dict[str, Any]:
@@ -167,8 +171,7 @@ class DashboardState:
                 "latency_ms": round(1e3 * float(doc["latency_s"]), 2),
             }
 
-        with cf.ThreadPoolExecutor(max_workers=max(1, len(fed.sites))) as pool:
-            answers = list(pool.map(one, fed.sites))
+        answers = list(self._pool.map(one, fed.sites))
         answers += [
             {"site": s, "up": False, "error": "did not answer when the dashboard started"}
             for s in fed.unreachable
@@ -181,14 +184,12 @@ class DashboardState:
         A site that does not answer keeps what it last published, marked ``stale``.
         """
         fed = self.federation
+        asked = {s: self._pool.submit(fed.datasets, sites=[s]) for s in fed.sites}
+        cf.wait(asked.values(), timeout=SITE_WAIT_S)  # a hung site must not hang the page
         out = []
-        for site in fed.sites:
-            stale = False
-            try:
-                found = fed.datasets(sites=[site])
-            except FederationError:
-                stale = True
-                found = fed.datasets(sites=[site], refresh=False)
+        for site, answer in asked.items():
+            stale = not answer.done() or answer.exception() is not None
+            found = fed.datasets(sites=[site], refresh=False) if stale else answer.result()
             for d in found:
                 policy = dict(d.policy)
                 budget = None
@@ -327,7 +328,29 @@ class DashboardState:
             run.status, run.run_id = "ok", result.run_id
         run.job.finish("ok", rows=None, bytes=2 * weights_bytes * visits)
 
+    def audit_logs(self, *, limit: int) -> list[dict[str, Any]]:
+        """Each site's shared audit log (or why there is none), asked of all sites at once."""
+        fed = self.federation
+        asked = {s: self._pool.submit(fed.audit_log, s, limit=limit) for s in fed.sites}
+        cf.wait(asked.values(), timeout=SITE_WAIT_S)
+        out: list[dict[str, Any]] = []
+        for site, answer in asked.items():
+            if not answer.done():
+                out.append(
+                    {"site": site, "error": f"SiteUnavailable: no answer in {SITE_WAIT_S:g}s"}
+                )
+                continue
+            error = answer.exception()
+            if isinstance(error, FederationError):
+                out.append({"site": site, "error": f"{type(error).__name__}: {error.message}"})
+            elif error is not None:
+                raise error
+            else:
+                out.append(answer.result())
+        return out
+
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         if self.owns_federation:
             self.federation.close()
 

@@ -387,6 +387,11 @@ class Federation:
         """The site's ``health`` document plus ``latency_s`` (one try, no retries).
 
         Raises :class:`~dalang.errors.SiteUnavailable` when the site does not answer.
+
+        Examples
+        --------
+        >>> fed.site_info("branch_a")["platforms"]  # doctest: +SKIP
+        ['python', 'polars', 'duckdb']
         """
         transport = self._transport_of(site)
         started = time.perf_counter()
@@ -398,6 +403,12 @@ class Federation:
 
         Returns ``{"site", "share", "verify": {"ok", "entries", "problem", "line"},
         "total", "entries": [...]}``; the entries are the newest ``limit``.
+
+        Examples
+        --------
+        >>> log = fed.audit_log("branch_a", limit=20)  # doctest: +SKIP
+        >>> log["verify"]["ok"], [e["status"] for e in log["entries"]][-1]  # doctest: +SKIP
+        (True, 'accepted')
         """
         transport = self._transport_of(site)
         return self._call(transport, lambda: transport.audit(limit=limit, timeout=timeout))

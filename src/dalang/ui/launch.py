@@ -101,6 +101,11 @@ def run_dashboard(
         fed.close()
         raise
     echo(f"dalang dashboard for sites {', '.join(fed.sites)}: {url}/")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        echo(
+            f"warning: listening on {host} without TLS: put it behind a TLS proxy, or keep "
+            "the default 127.0.0.1 and reach it over SSH"
+        )
     if generated:
         echo(f"token (generated): {token}")
         echo(f"open {url}/#token={token}")

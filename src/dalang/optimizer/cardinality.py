@@ -47,8 +47,8 @@ class Estimate:
     """Rows and bytes per row of a node's output.
 
     ``kept``: the fraction of its base table's rows the output still holds (a filtered
-    scan: its selectivity; a key join: the product of both sides'), so that a join with
-    a filtered key table keeps that fraction of the other side.
+    scan: its measured selectivity; a key join: the product of both sides'), so that a
+    join with a filtered key table keeps that fraction of the other side.
     """
 
     rows: float
@@ -128,14 +128,13 @@ def estimate_plan(root: Node, correct: Corrector | None = None) -> dict[int, Est
         if id(node) in out:
             return out[id(node)]
         inputs = [visit(child) for child in node.inputs]
-        rows = max(_rows(node, inputs), 0.0)
-        if correct is not None:
-            rows = correct(node, rows)
+        guess = max(_rows(node, inputs), 0.0)
+        rows = correct(node, guess) if correct is not None else guess
         try:
             schema = node.schema
         except Exception:
             schema = None
-        est = Estimate(rows, row_width(schema), _kept(node, inputs, rows))
+        est = Estimate(rows, row_width(schema), _kept(node, inputs, rows, measured=rows != guess))
         out[id(node)] = est
         return est
 
@@ -218,14 +217,21 @@ def _(node: Join, inputs: list[Estimate]) -> float:
 _SUBSETS = (Filter, FilterRows, Project, Sort, MapRows, UdfChain, Sample, Limit)
 
 
-def _kept(node: Node, inputs: list[Estimate], rows: float) -> float:
-    """The fraction of its base table's rows ``node``'s output holds (see :class:`Estimate`)."""
+def _kept(node: Node, inputs: list[Estimate], rows: float, *, measured: bool) -> float:
+    """The fraction of its base table's rows ``node``'s output holds (see :class:`Estimate`).
+
+    Only a measured fraction counts (a database planner's estimate, a learned
+    correction): multiplying the default selectivity guesses into every join above
+    them would compound their error.
+    """
     if isinstance(node, Scan):
         base = node.source.estimate_rows()
-        return min(1.0, rows / base) if base > 0 else 1.0
+        return min(1.0, rows / base) if measured and base > 0 else 1.0
     if isinstance(node, _SUBSETS) and inputs:
         before = inputs[0]
-        return before.kept * min(1.0, rows / before.rows) if before.rows > 0 else before.kept
+        if not measured or before.rows <= 0:
+            return before.kept
+        return before.kept * min(1.0, rows / before.rows)
     if isinstance(node, Join) and node.how == "inner" and node.left_on:
         return inputs[0].kept * inputs[1].kept
     return 1.0

@@ -124,9 +124,17 @@ def make_strategy(name: str, nodes: int) -> Any:
 
 
 def make_server_app(
-    name: str = "fedavg", *, nodes: int = 3, fail_at: int | None = None
+    name: str = "fedavg",
+    *,
+    nodes: int = 3,
+    fail_at: int | None = None,
+    after_round: Any = None,
 ) -> ServerApp:
     app = ServerApp()
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> None:
+        if after_round is not None:
+            after_round(server_round)
 
     @app.main()
     def main(grid: Grid, context: Context) -> Any:
@@ -140,6 +148,7 @@ def make_server_app(
             initial_arrays=initial_arrays(),
             num_rounds=rounds,
             train_config=ConfigRecord(config),
+            evaluate_fn=evaluate_fn,
         )
         RESULTS[name] = result
         return result

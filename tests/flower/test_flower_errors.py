@@ -17,7 +17,8 @@ from dalang.errors import FlowerAppError, PolicyViolation
 
 def _run(fed: Any, server_app: Any, **kw: Any) -> Any:
     kw.setdefault("client_app", app.client_app)
-    return fed.run_flower(fed.table("points"), server_app=server_app, rounds=2, **kw)
+    kw.setdefault("rounds", 2)
+    return fed.run_flower(fed.table("points"), server_app=server_app, **kw)
 
 
 def test_a_clientapp_that_raises_ends_the_run_with_its_site_named(fed: Any) -> None:
@@ -99,3 +100,29 @@ def test_a_site_without_flwr_says_what_to_install(
     assert info.value.site == "s0"
     assert "cannot run Flower ClientApps" in str(info.value)
     assert "pip install 'dalang[flower]'" in str(info.value)
+
+
+@pytest.mark.parametrize("mode", ["raise", "reply"])
+def test_a_site_that_dies_mid_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    from dalang.errors import SiteUnavailable
+
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    with dl.Federation.local(site_configs(tmp_path), timeout=5.0, retries=0) as fed:
+
+        def kill_s2(server_round: int) -> None:
+            if server_round == 1:
+                fed.processes["s2"].kill()
+                fed.processes["s2"].wait(10)
+
+        server_app = app.make_server_app(nodes=2, after_round=kill_s2)
+        if mode == "raise":
+            with pytest.raises(SiteUnavailable) as info:
+                _run(fed, server_app, rounds=3)
+            assert info.value.site == "s2"
+            return
+        out = _run(fed, server_app, rounds=3, on_client_error="reply", message_timeout=5.0)
+    # rounds 2 and 3 went on with the two sites left
+    assert [sorted(r.errors) for r in out.history] == [[], ["s2"], ["s2"]]
+    assert len(out.value.train_metrics_clientapp) == 3

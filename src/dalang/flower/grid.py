@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from flwr.app import Error, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
@@ -92,8 +92,6 @@ class InMemoryChannel(Channel):
     """A ClientApp run in this process on a given table: no policy, no network (tests)."""
 
     def __init__(self, client_app: Any, table: pa.Table, *, site: str = "memory") -> None:
-        from flwr.app import Context
-
         from dalang.flower.data import DATA_KEY, SITE_KEY, table_record
 
         self.client_app = client_app
@@ -107,16 +105,19 @@ class InMemoryChannel(Channel):
     def exchange(
         self, request: W.FlowerRequest, parts: list[bytes], *, timeout: float
     ) -> tuple[dict[str, Any], list[bytes]]:
-        from flwr.app import Context
-
         if request.step == W.STEP_CHECK:
             return {"rows": self._rows}, []
         key = (request.run_id, request.node_id)
         context = self._contexts.get(key)
         if context is None:
             node_config = {**request.node_config, self._site_key: self.site}
-            context = Context(request.run_id, request.node_id, node_config, RecordDict(),
-                              dict(request.run_config))  # fmt: skip
+            context = Context(
+                run_id=request.run_id,
+                node_id=request.node_id,
+                node_config=node_config,
+                state=RecordDict(),
+                run_config=dict(request.run_config),
+            )
             self._contexts[key] = context
         context.state[self._data_key] = self._record
         message = W.message_from_parts(parts)

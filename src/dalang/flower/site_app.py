@@ -92,8 +92,11 @@ def exchange(server: SiteServer, who: str, command: bytes, reader: Any, writer: 
 def _answer(
     server: SiteServer, request: W.FlowerRequest, parts: list[bytes], entry: dict[str, Any]
 ) -> tuple[dict[str, Any], list[bytes], bool]:
+    from flwr.app import Message
+
     from dalang.federation.policy import decode_fragment, enforce_training
     from dalang.flower.apps import check_approved, load_client_app
+    from dalang.flower.grid import round_of
 
     node = decode_fragment(
         request.plan, server.published, server.policies, udf_modules=server.config.udf_modules
@@ -109,7 +112,7 @@ def _answer(
     message = W.message_from_parts(parts)
     if message.metadata.dst_node_id != request.node_id:
         raise InvalidPlan("the Flower message is addressed to another node")
-    entry["round"] = message.metadata.group_id[:40]
+    entry["round"] = round_of(message)[:40]
     entry["message_type"] = message.metadata.message_type[:60]
     context = _context(server, request)
     context.state[_data_key()] = record
@@ -117,7 +120,7 @@ def _answer(
     error: str | None = None
     try:
         reply = app(message, context)
-        if type(reply).__name__ != "Message" or not hasattr(reply, "metadata"):
+        if not isinstance(reply, Message):
             raise TypeError(f"the ClientApp returned {type(reply).__name__}, not a Message")
     except Exception as e:
         # user code: Flower's runtimes answer with an error reply, and so does the site

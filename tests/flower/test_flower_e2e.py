@@ -77,3 +77,21 @@ def test_the_clientapp_trains_on_the_output_of_the_site_pipeline(fed: Any) -> No
     assert out.rows == {f"s{k}": int((X[k][1] != 2).sum()) for k in range(3)}
     w, _ = _final("fedavg")
     assert np.all(w[0] == 0.0)  # x0 is 0 everywhere, so its weights never moved
+
+
+def test_every_flower_message_is_in_the_sites_audit_log(fed: Any) -> None:
+    import json
+    from pathlib import Path
+
+    out = fed.run_flower(
+        fed.table("points"), server_app=app.make_server_app(), client_app=app.client_app, rounds=1
+    )
+    assert out.history[0].sites == ["s0", "s1", "s2"]
+    for site in ("s0", "s1", "s2"):
+        audit = Path(fed._tmpdir) / site / "audit.jsonl"
+        entries = [json.loads(line) for line in audit.read_text().splitlines()]
+        last = [e for e in entries if e.get("action") == "flower"][-3:]  # check, train, evaluate
+        assert [e.get("message_type") for e in last] == [None, "train", "evaluate"]
+        assert all(e["status"] == "accepted" and e["datasets"] == ["points"] for e in last)
+        assert last[1]["round"] == "1" and last[1]["trainer"] == "flower:_flower_app:client_app"
+        assert last[1]["rows"] == out.rows[site] and last[1]["bytes"] > 0

@@ -167,3 +167,18 @@ def test_the_grid_refuses_unknown_nodes_and_calls_after_close() -> None:
         grid.get_node_ids()
     with pytest.raises(ValueError, match="on_client_error"):
         _grid(on_client_error="ignore")
+
+
+def test_the_public_surface_of_dalang_flower() -> None:
+    import dalang.flower
+
+    assert sorted(dalang.flower.__all__) == [
+        "DATA_KEY",
+        "DalangGrid",
+        "FlowerResult",
+        "FlowerRound",
+        "SITE_KEY",
+        "client_app_digest",
+        "run_flower",
+        "site_data",
+    ]

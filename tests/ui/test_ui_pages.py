@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+from _ui_helpers import TOKEN, login, screenshot
 
 import dalang as dl
-from conftest import TOKEN, login, screenshot
 
 pytestmark = pytest.mark.xdist_group("ui")
 

@@ -9,9 +9,9 @@ import warnings
 from typing import Any
 
 import pytest
+from _ui_helpers import TOKEN, screenshot
 
 import dalang as dl
-from conftest import TOKEN, screenshot
 from dalang.federation.coordinator import PartialResult
 
 pytestmark = pytest.mark.xdist_group("ui")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,8 @@ from dalang.ui.state import STRATEGIES, TRAINERS, DashboardState, json_value
 
 #: How often the live training stream looks for new rounds (seconds).
 EVENT_POLL_S = 0.1
+#: Seconds a request with a wrong token or session waits before its 401.
+FAILED_AUTH_DELAY_S = 0.25
 
 
 def error_response(error: BaseException, *, status: int = 400) -> JSONResponse:
@@ -44,10 +47,11 @@ def make_router(state: DashboardState, auth: TokenAuth) -> APIRouter:
     """The routes under ``/api``; all but login need the token or the session cookie."""
 
     def require_auth(request: Request) -> None:
-        if not auth.allowed(
-            authorization=request.headers.get("authorization"),
-            cookie=request.cookies.get(COOKIE),
-        ):
+        authorization = request.headers.get("authorization")
+        cookie = request.cookies.get(COOKIE)
+        if not auth.allowed(authorization=authorization, cookie=cookie):
+            if authorization is not None or cookie is not None:
+                time.sleep(FAILED_AUTH_DELAY_S)  # guessing tokens stays slow
             raise HTTPException(status_code=401, detail="log in with the dashboard token")
 
     public = APIRouter(prefix="/api")
@@ -57,6 +61,7 @@ def make_router(state: DashboardState, auth: TokenAuth) -> APIRouter:
     def login(response: Response, body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
         token = body.get("token")
         if not isinstance(token, str) or not auth.token_ok(token):
+            time.sleep(FAILED_AUTH_DELAY_S)
             raise HTTPException(status_code=401, detail="wrong token")
         response.set_cookie(COOKIE, auth.session, httponly=True, samesite="strict")
         return {"ok": True}

@@ -238,11 +238,23 @@ class MaskingSessions:
         for sid in [s for s, v in self._sessions.items() if now - v.created > SESSION_TTL_S]:
             del self._sessions[sid]
 
-    def advertise(self, request: TrainRequest, *, num_examples: int) -> dict[str, Any]:
-        """``secagg_keys``: a new client for this round; its two public keys."""
+    def advertise(
+        self,
+        request: TrainRequest,
+        *,
+        num_examples: int,
+        spec: dict[str, Any] | None = None,
+        round: int | None = None,
+    ) -> dict[str, Any]:
+        """``secagg_keys``: a new client for this round; its two public keys.
+
+        ``spec`` and ``round``: a session for the next round, asked for with this round's
+        unmasking (so that a round costs three exchanges, not four).
+        """
         from dalang.learn.secagg import SecAggClient, SecAggParams
 
-        spec = request.secagg or {}
+        spec = (request.secagg or {}) if spec is None else spec
+        round = request.round if round is None else round
         sid = spec.get("session")
         if not isinstance(sid, str) or len(sid) != 32 or not set(sid) <= _SESSION_CHARS:
             raise InvalidPlan("'secagg.session' must be 32 lower-case hex digits")
@@ -251,7 +263,7 @@ class MaskingSessions:
             threshold = int(spec["threshold"])
             clip, bits, modulus = float(spec["clip"]), int(spec["bits"]), int(spec["modulus_bits"])
             params = SecAggParams(
-                threshold=threshold, clip=clip, bits=bits, modulus_bits=modulus, round=request.round
+                threshold=threshold, clip=clip, bits=bits, modulus_bits=modulus, round=round
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidPlan(f"the secure aggregation parameters are malformed ({e})") from None
@@ -320,8 +332,11 @@ class MaskingSessions:
         out: np.ndarray[Any, Any] = session.client.masked_update(delta)
         return out
 
-    def unmask(self, request: TrainRequest) -> dict[str, Any]:
-        """``secagg_unmask``: shares of survivors' self-mask seeds and dropped sites' keys."""
+    def unmask(self, request: TrainRequest, *, num_examples: int) -> dict[str, Any]:
+        """``secagg_unmask``: shares of survivors' self-mask seeds and dropped sites' keys.
+
+        With ``secagg.next`` (the keys step of round + 1), the keys of a new session too.
+        """
         from dalang.learn.secagg import SecAggError
 
         sid, session = self._take(request, "unmask")
@@ -334,4 +349,13 @@ class MaskingSessions:
             shares = session.client.unmask_shares(survivors, dropped)
         except SecAggError as e:
             raise InvalidPlan(f"secure aggregation refused to unmask: {e}") from None
-        return {"shares": {str(k): _b64(v) for k, v in shares.items()}}
+        out: dict[str, Any] = {"shares": {str(k): _b64(v) for k, v in shares.items()}}
+        following = spec.get("next")
+        if following is not None:
+            if not isinstance(following, dict) or following.get("session") == sid:
+                raise InvalidPlan("'secagg.next' must start a new session")
+            keys = self.advertise(
+                request, num_examples=num_examples, spec=following, round=request.round + 1
+            )
+            out["next"] = keys
+        return out

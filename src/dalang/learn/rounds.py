@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from dalang.federation.coordinator import Federation
     from dalang.federation.transport import Transport
     from dalang.learn.dp import TrainingDP
+    from dalang.learn.secure_rounds import Advertised
     from dalang.learn.trainers import Trainer
     from dalang.plan.nodes import Node
 
@@ -321,6 +322,7 @@ def train(
         # exchange (one exchange per site and round instead of two); the last round, and
         # a round followed by a failing one, are evaluated on their own
         pending: RoundRecord | None = None
+        advertised: Advertised | None = None  # secure aggregation: keys sent ahead
 
         def finish(record: RoundRecord, evaluated: Sequence[EvalResult]) -> None:
             record.metrics.update(_weighted(evaluated))
@@ -341,9 +343,10 @@ def train(
             try:
                 if secure_aggregation:
                     clip = min(norm_bound, dp.clip) if dp is not None else norm_bound
-                    step = _secure_step(
-                        pool, plans, config, call, weights, rnd, round_timeout, extra, clip=clip
-                    )
+                    step, advertised = _secure_step(
+                        pool, plans, config, call, weights, rnd, round_timeout, extra,
+                        clip=clip, advertised=advertised, advertise_next=rnd < rounds,
+                    )  # fmt: skip
                 else:
                     step = _plain_step(pool, plans, config, call, weights, rnd, round_timeout,
                                        extra, norm_bound=bound, directory=directory,
@@ -480,8 +483,13 @@ def _secure_step(
     extra: Mapping[str, Any],
     *,
     clip: float,
-) -> _Step:
-    """The masked round: the coordinator learns the weighted mean update, nothing else."""
+    advertised: Advertised | None,
+    advertise_next: bool,
+) -> tuple[_Step, Advertised | None]:
+    """The masked round: the coordinator learns the weighted mean update, nothing else.
+
+    Also returns the keys the survivors sent ahead for the next round.
+    """
     from dalang.learn.secure_rounds import secure_round
 
     def request(site: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -495,6 +503,8 @@ def _secure_step(
         weights=weights,
         round=rnd,
         clip=clip,
+        advertised=advertised,
+        advertise_next=advertise_next,
     )
     for site, error in out.failures.items():
         why = "timed out" if error is None else f"{type(error).__name__}: {error}"
@@ -503,7 +513,8 @@ def _secure_step(
     loss = _train_loss(out.metrics)
     dropped, refused = sorted(out.dropped), sorted(out.refused)
     evaluations = [e for s in out.survivors for e in _evaluation(s, out.docs.get(s, {}))]
-    return _Step([mean], out.survivors, dropped, refused, out.failures, loss, evaluations)
+    step = _Step([mean], out.survivors, dropped, refused, out.failures, loss, evaluations)
+    return step, out.next if advertise_next else None
 
 
 def _noisy_mean(

@@ -362,6 +362,7 @@ class SecAggClient:
     _holders: list[int] = field(init=False, repr=False, default_factory=list)
     _held: dict[int, tuple[Share, Share]] = field(init=False, repr=False, default_factory=dict)
     _sent_masked: bool = field(init=False, default=False)
+    _channel_keys: dict[int, bytes] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_id(self.client_id)
@@ -509,8 +510,14 @@ class SecAggClient:
         return out
 
     def _channel_key(self, peer: int) -> bytes:
-        shared = self._channel_sk.exchange(self._peers[peer][0])
-        return _hkdf(shared, info=b"channel", context=self.params.context)
+        # used twice per peer (encrypt in round 2, decrypt its shares): agree once
+        key = self._channel_keys.get(peer)
+        if key is None:
+            shared = self._channel_sk.exchange(self._peers[peer][0])
+            key = self._channel_keys[peer] = _hkdf(
+                shared, info=b"channel", context=self.params.context
+            )
+        return key
 
     def _pair_seed(self, peer: int) -> bytes:
         shared = self._mask_sk.exchange(self._peers[peer][1])

@@ -67,6 +67,14 @@ def threshold_for(n: int) -> int:
 
 
 @dataclass
+class Advertised:
+    """Keys the sites sent ahead for the next round: its session and each site's answer."""
+
+    session: str = ""
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
 class SecureRound:
     """What one masked round produced: the mean update and who took part."""
 
@@ -77,6 +85,7 @@ class SecureRound:
     refused: list[str] = field(default_factory=list)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    next: Advertised = field(default_factory=Advertised)
     failures: dict[str, BaseException | None] = field(default_factory=dict)
 
     def apply(self, weights: Weights) -> Weights:
@@ -111,13 +120,20 @@ def secure_round(
     weights: Weights,
     round: int,
     clip: float,
+    advertised: Advertised | None = None,
+    advertise_next: bool = False,
 ) -> SecureRound:
-    """Drive the four exchanges of one masked round over ``sites``.
+    """Drive the exchanges of one masked round over ``sites``.
 
     ``request(site, kind, secagg)`` builds the site's request document for a step;
     ``call(site, doc, weights)`` the exchange; ``parallel`` runs exchanges at once and
     returns ``(answers, failures)``. Raises FederationError when fewer sites than the
     threshold get through a step (the sum cannot be unmasked).
+
+    ``advertised``: the keys the sites already sent for this round with the previous
+    round's unmasking (only the sites missing from it get a keys exchange);
+    ``advertise_next``: ask the survivors for the next round's keys with this round's
+    unmasking (they come back in ``SecureRound.next``), so a round costs three exchanges.
     """
     from dalang.learn.secagg import SecAggError, SecAggParams, SecAggServer
 
@@ -132,7 +148,7 @@ def secure_round(
     bits = min(SECAGG_BITS, 63 - math.ceil(math.log2(n + 1)))
     params = SecAggParams(threshold=threshold, clip=clip, bits=bits, modulus_bits=64, round=round)
     server = SecAggServer(params)
-    session = secrets.token_hex(16)
+    session = advertised.session if advertised is not None else secrets.token_hex(16)
     out = SecureRound(None, [], 0)
     refused_errors = (PolicyViolation,)
 
@@ -164,12 +180,15 @@ def secure_round(
         "bits": bits,
         "modulus_bits": 64,
     }
-    answers, failures = parallel(
-        {s: call(s, request(s, "secagg_keys", {**start, "id": ids[s]}), []) for s in sorted(ids)}
+    known = advertised.answers if advertised is not None else {}
+    missing = [s for s in sorted(ids) if s not in known]
+    fresh, failures = parallel(
+        {s: call(s, request(s, "secagg_keys", {**start, "id": ids[s]}), []) for s in missing}
     )
     lose(failures)
+    offers = {**known, **{s: doc for s, (doc, _) in fresh.items()}}
     counts: dict[str, int] = {}
-    for site, (doc, _) in answers.items():
+    for site, doc in sorted(offers.items()):
         try:
             server.receive_keys(ids[site], _unb64(doc.get("keys")))
             counts[site] = max(0, int(doc.get("num_examples", 0)))
@@ -217,7 +236,13 @@ def secure_round(
     enough([by_id[i] for i in survivors_ids], "masked update")
     # 4. unmask
     spec = {"session": session, "survivors": survivors_ids, "dropped": dropped_ids}
-    unmask = {by_id[i]: request(by_id[i], "secagg_unmask", spec) for i in survivors_ids}
+    following = secrets.token_hex(16)
+    unmask = {}
+    for i in survivors_ids:
+        ask = dict(spec)
+        if advertise_next:
+            ask["next"] = {**start, "session": following, "id": i}
+        unmask[by_id[i]] = request(by_id[i], "secagg_unmask", ask)
     answers, failures = parallel({s: call(s, doc, []) for s, doc in unmask.items()})
     for site, error in failures.items():  # their updates count: only their shares are missing
         out.failures[site] = error
@@ -229,7 +254,11 @@ def secure_round(
             answered.append(site)
         except (SecAggError, ValueError, TypeError, FederationError) as e:
             out.failures[site] = e
+            continue
+        if advertise_next and isinstance(doc.get("next"), dict):
+            out.next.answers[site] = doc["next"]
     enough(answered, "unmask")
+    out.next.session = following
     total = server.aggregate()  # sum of n_i / scale * clipped delta_i over the survivors
     out.survivors = [by_id[i] for i in survivors_ids]
     out.num_examples = sum(counts[s] for s in out.survivors)

@@ -95,6 +95,7 @@ def test_sites_and_datasets_pages(dashboard: Any, fed: dl.Federation, page: Any)
         assert cells[3] == info["version"]
         assert cells[4] == ", ".join(info["platforms"])
         assert cells[5] == str(info["datasets"])
+        assert cells[6] == info["location"]
 
     page.click('nav a[data-page="datasets"]')
     page.wait_for_selector("#datasets-table tbody tr")
@@ -109,7 +110,12 @@ def test_sites_and_datasets_pages(dashboard: Any, fed: dl.Federation, page: Any)
         assert cells[4] == (str(d.rows) if d.rows is not None else "not published")
         for field in d.schema:
             assert f"{field.name}: {field.type}" in cells[7]
+        shown = {"egress", "min_group_size", "trainers", "epsilon_budget", "epsilon_spent"}
+        for key, value in d.policy.items():
+            if key not in shown and value not in (None, [], {}):
+                assert f"{key}=" in cells[8]
         if d.policy["egress"] == "dp":
+            assert f"epsilon_per_query={d.policy['epsilon_per_query']}" in cells[8]
             left = d.policy["epsilon_budget"] - d.policy["epsilon_spent"]
             assert f"{left:.2f} left of {d.policy['epsilon_budget']:.2f}" in cells[5]
         else:

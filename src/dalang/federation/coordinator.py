@@ -384,7 +384,7 @@ class Federation:
         return [d for site, per in self._datasets.items() if site in chosen for d in per.values()]
 
     def site_info(self, site: str, *, timeout: float = 5.0) -> dict[str, Any]:
-        """The site's ``health`` document plus ``latency_s`` (one try, no retries).
+        """The site's ``health`` document plus ``latency_s`` and ``location`` (one try).
 
         Raises :class:`~dalang.errors.SiteUnavailable` when the site does not answer.
 
@@ -396,7 +396,7 @@ class Federation:
         transport = self._transport_of(site)
         started = time.perf_counter()
         doc = transport.health(timeout=timeout)
-        return {**doc, "latency_s": time.perf_counter() - started}
+        return {**doc, "latency_s": time.perf_counter() - started, "location": transport.location}
 
     def audit_log(self, site: str, *, limit: int = 200, timeout: float = 10.0) -> dict[str, Any]:
         """What ``site`` shares of its audit log (its ``audit_share`` decides) and its chain check.

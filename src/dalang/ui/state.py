@@ -164,6 +164,7 @@ class DashboardState:
             return {
                 "site": site,
                 "up": True,
+                "location": doc.get("location"),
                 "version": doc.get("version"),
                 "protocol": doc.get("protocol"),
                 "platforms": doc.get("platforms", []),

@@ -106,6 +106,7 @@ async function renderSites() {
     el("td", { text: s.version ?? "—" }),
     el("td", { text: s.up ? s.platforms.join(", ") : "—" }),
     el("td", { text: s.datasets ?? "—" }),
+    el("td", { class: "location", text: s.location ?? "—" }),
     el("td", { class: "hint", text: s.error ?? "" }))));
 }
 
@@ -123,8 +124,18 @@ async function loadDatasets() {
       el("td", { class: "rows", text: d.rows === null ? "not published" : String(d.rows) }),
       el("td", { class: "budget", text: budget }),
       el("td", { text: (p.trainers || []).join(", ") || "—" }),
-      el("td", { class: "schema", text: d.schema.map((f) => `${f.name}: ${f.type}`).join(", ") }));
+      el("td", { class: "schema", text: d.schema.map((f) => `${f.name}: ${f.type}`).join(", ") }),
+      el("td", { class: "policy", text: policyDetails(p) }));
   }));
+}
+
+// the rest of a policy, as the site published it (the table shows egress, group size, trainers)
+function policyDetails(policy) {
+  const shown = new Set(["egress", "min_group_size", "trainers", "epsilon_budget", "epsilon_spent"]);
+  return Object.entries(policy)
+    .filter(([k, v]) => !shown.has(k) && v !== null && !(typeof v === "object" && !Object.keys(v).length))
+    .map(([k, v]) => `${k}=${Array.isArray(v) ? (k === "udfs" ? `${v.length} approved` : v.join(", ")) : typeof v === "object" ? JSON.stringify(v) : v}`)
+    .join("; ") || "—";
 }
 
 async function ensureDatasets() { if (!datasets.length) datasets = await api("/api/datasets"); }

@@ -9,8 +9,9 @@ The app (``bench/_flower_bench_app.py``, Flower's quickstart style, FedAvg over 
 nodes, NumPy softmax regression on digits) runs unchanged
 
 * under **Flower's Simulation Runtime** (``flwr.simulation.run_simulation``: its
-  InMemoryGrid, LinkState and engine workers; the engine's Ray backend is swapped for
-  one that calls the ClientApp in-process, since Ray is not installed here), and
+  InMemoryGrid, LinkState and engine workers) twice: with the engine's Ray backend
+  swapped for one that calls the ClientApp in-process (Ray is not in dalang's
+  dependencies), and on Ray itself as Flower users run it, when ``ray`` is installed,
 * under **Flower's Deployment Runtime** (``flower-superlink`` and three
   ``flower-supernode`` processes on loopback, the app submitted with ``flwr run``; small
   model only, fewer rounds, since every round takes seconds there), and
@@ -116,6 +117,30 @@ num-server-rounds = 3
 padding = 0
 out = "out.json"
 """
+
+
+def flower_ray(rounds: int, padding: int) -> dict[str, Any] | None:
+    """Flower's Simulation Runtime as users run it, on Ray (``flwr[simulation]``), if installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        return None
+    from flwr.simulation import run_simulation
+
+    # Ray's workers import the ClientApp's module: they need this folder on their path
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(BENCH_DIR), os.environ.get("PYTHONPATH")])
+    )
+    out: dict[str, Any] = {}
+    started = time.perf_counter()
+    run_simulation(
+        server_app=app.make_server_app(rounds=rounds, padding=padding, out=out),
+        client_app=app.client_app,
+        num_supernodes=3,
+    )
+    out["total_seconds"] = time.perf_counter() - started
+    out["startup_seconds"] = out["total_seconds"] - sum(out["round_seconds"])
+    return out
 
 
 def _free_port() -> int:
@@ -304,6 +329,13 @@ def main() -> None:
                 "max_abs_weight_difference": diff,
             }
         )
+        on_ray = flower_ray(args.rounds, padding)
+        if on_ray is not None:
+            on_ray.pop("arrays")
+            cases[-1]["flower_ray"] = on_ray
+            cases[-1]["median_round_seconds"]["flower_ray"] = statistics.median(
+                on_ray["round_seconds"]
+            )
         if padding == 0 and deployment is not None:
             cases[-1]["flower_deployment"] = deployment
             cases[-1]["median_round_seconds"]["flower_deployment"] = statistics.median(
@@ -325,6 +357,7 @@ def main() -> None:
     for case in cases:
         for label, key in (
             ("Flower deployment", "flower_deployment"),
+            ("Flower simulation (Ray)", "flower_ray"),
             ("Flower simulation", "flower_runtime"),
             ("dalang sites", "dalang_sites"),
         ):
@@ -352,6 +385,7 @@ def main() -> None:
             "rounds": args.rounds,
             "nodes": 3,
             "flower_runtime": "flwr.simulation.run_simulation, Ray backend swapped for in-process",
+            "flower_ray": "flwr.simulation.run_simulation on Ray (when installed), default resources",
             "flower_deployment": "flower-superlink + 3 flower-supernode, flwr run (insecure)",
             "deployment_rounds": args.deployment_rounds,
             "dalang_sites": "fed.run_flower over 3 site processes, Arrow Flight + TLS on loopback",

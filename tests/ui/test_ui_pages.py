@@ -38,8 +38,17 @@ def test_the_api_refuses_a_wrong_token(dashboard: Any) -> None:
     assert httpx.get(f"{url}/api/sites", cookies={"dalang_ui_session": "0" * 64}).status_code == 401
 
 
-def test_builder_mistakes_and_refusals_are_clear(dashboard: Any) -> None:
-    api = httpx.Client(base_url=dashboard.url, headers={"Authorization": f"Bearer {TOKEN}"})
+def _client(dashboard: Any, request: pytest.FixtureRequest) -> httpx.Client:
+    """An API client with the token, closed when the test ends."""
+    client = httpx.Client(base_url=dashboard.url, headers={"Authorization": f"Bearer {TOKEN}"})
+    request.addfinalizer(client.close)
+    return client
+
+
+def test_builder_mistakes_and_refusals_are_clear(
+    dashboard: Any, request: pytest.FixtureRequest
+) -> None:
+    api = _client(dashboard, request)
     bad_op = {"dataset": "transactions", "filters": [{"column": "amount", "op": "~", "value": 1}]}
     r = api.post("/api/pipeline/code", json={"pipeline": bad_op})
     assert r.status_code == 400
@@ -343,3 +352,44 @@ def test_private_training_shows_epsilon_per_round(
     assert len(epsilons) == 3 and epsilons[0] > 0 and epsilons == sorted(epsilons)
     shown = page.locator("#rounds-table tbody tr td:nth-child(7)").all_inner_texts()
     assert shown == [f"{e:.3f}" for e in epsilons]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"dataset": "transactions", "aggregates": [{"name": "n", "fn": "count"}]},
+        {
+            "dataset": "transactions",
+            "filters": [
+                {"column": "channel", "op": "!=", "value": "atm"},
+                {"column": "amount", "op": "<=", "value": 500.5},
+            ],
+            "group_by": ["channel"],
+            "aggregates": [
+                {"name": "low", "fn": "min", "column": "amount"},
+                {"name": "high", "fn": "max", "column": "amount"},
+                {"name": "mean", "fn": "mean", "column": "amount"},
+            ],
+            "limit": 2,
+            "allow_partial": True,
+        },
+    ],
+    ids=["count", "filters-group-limit"],
+)
+def test_the_python_shown_is_the_query_run(
+    dashboard: Any, fed: dl.Federation, spec: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
+    api = _client(dashboard, request)
+    answer = api.post("/api/query", json={"pipeline": spec}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    doc = answer.json()
+    namespace: dict[str, Any] = {"fed": fed}
+    exec(doc["python"].replace("result.collect()", "rows = result.collect()"), namespace)
+    names = [c["name"] for c in doc["columns"]]
+    expected = [[row[n] for n in names] for row in namespace["rows"]]
+    assert len(doc["rows"]) == len(expected) == doc["row_count"]
+    for got, want in zip(doc["rows"], expected, strict=True):
+        assert [v for v in got if isinstance(v, str)] == [v for v in want if isinstance(v, str)]
+        assert [v for v in got if not isinstance(v, str)] == pytest.approx(
+            [v for v in want if not isinstance(v, str)]
+        )

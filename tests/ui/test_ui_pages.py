@@ -393,3 +393,21 @@ def test_the_python_shown_is_the_query_run(
         assert [v for v in got if not isinstance(v, str)] == pytest.approx(
             [v for v in want if not isinstance(v, str)]
         )
+
+
+def test_a_bug_answers_json_and_the_app_keeps_serving(
+    dashboard: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = _client(dashboard, request)
+
+    def broken(**kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(dashboard.state, "sql_tables", broken)
+    answer = api.post("/api/query", json={"sql": "SELECT 1 AS x"})
+    assert answer.status_code == 500
+    assert answer.json() == {
+        "error": "RuntimeError",
+        "message": "unexpected error in the dashboard",
+    }
+    assert api.get("/api/sites").status_code == 200

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from dalang.errors import DalangError
 from dalang.ui.api import error_response, make_router
 from dalang.ui.auth import TokenAuth
 from dalang.ui.state import DashboardState
+
+log = logging.getLogger("dalang.ui")
 
 #: The front end: plain HTML, one ES module, one stylesheet and a vendored Chart.js.
 STATIC = Path(__file__).with_name("static")
@@ -34,7 +37,14 @@ def create_app(state: DashboardState, *, token: str) -> FastAPI:
 
     @app.middleware("http")
     async def security_headers(request: Any, call_next: Any) -> Any:
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception as exc:  # a bug: logged, and the page is told in JSON
+            log.exception("unexpected error in %s %s", request.method, request.url.path)
+            response = JSONResponse(
+                {"error": type(exc).__name__, "message": "unexpected error in the dashboard"},
+                status_code=500,
+            )
         # everything the page needs comes from this server; nothing may frame it
         response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"

@@ -43,7 +43,8 @@ async function api(path, { method = "GET", body } = {}) {
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (response.status === 401) { showLogin(); throw new Unauthorized("log in first"); }
-  const doc = await response.json();
+  let doc;
+  try { doc = await response.json(); } catch { doc = { message: `${response.status} ${response.statusText}` }; }
   if (!response.ok) {
     const message = doc.message || doc.detail || response.statusText;
     const error = new Error(doc.error ? `${doc.error}: ${message}` : message);

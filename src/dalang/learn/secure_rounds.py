@@ -2,17 +2,19 @@
 
 The coordinator routes the sites' public keys and encrypted shares, sums masked integer
 vectors and, with the shares the survivors send back, removes the masks: it learns the
-weighted mean of the updates and nothing about any one of them. Four exchanges per round:
+weighted mean of the updates and nothing about any one of them. Four steps per round, three
+exchanges after the first round (step 1 rides on the previous round's step 4):
 
 1. ``secagg_keys``: each site starts a session, sends two X25519 public keys and its
-   example count (the weights of the mean).
+   example count (the weights of the mean); fresh keys every round.
 2. ``secagg_shares``: each site gets every key, returns Shamir shares of its secrets
    encrypted for each neighbour.
 3. ``train`` with ``secagg``: each site gets the global weights and the shares addressed to
    it, trains, clips ``update - global`` to the round's clip, weights it by its share of the
    examples, quantises and masks it.
 4. ``secagg_unmask``: the sites whose masked update arrived send the shares that remove the
-   masks (self masks of survivors, pairwise masks of sites that dropped before step 3).
+   masks (self masks of survivors, pairwise masks of sites that dropped before step 3), and
+   the next round's keys.
 
 A site that drops at any step is left out; the sum survives while ``threshold`` sites answer
 step 4. Strategies that need each update (median, Krum, trimmed mean) cannot run on a sum.

@@ -2,9 +2,13 @@
 
 Each round sends the global weights to the chosen sites in parallel, waits at most
 ``round_timeout`` seconds, leaves out the sites that failed or were late, refuses
-updates that fail validation, aggregates the rest with the strategy and evaluates
-the new model at every site that took part. Weights and history are checkpointed to
-``$DALANG_HOME/runs/<run_id>/`` after every round; ``resume=run_id`` continues there.
+updates that fail validation, and aggregates the rest with the strategy. The sites
+evaluate the new model when the next round's weights reach them (the last round's with
+an ``evaluate`` exchange of its own), so a round costs one exchange per site. Under
+``secure_aggregation`` the updates arrive masked (:mod:`dalang.learn.secure_rounds`);
+under ``dp`` they are clipped at the sites and noised at the sites or here. Weights and
+history are checkpointed to ``$DALANG_HOME/runs/<run_id>/`` once a round is evaluated;
+``resume=run_id`` continues there.
 
 Examples
 --------

@@ -66,6 +66,16 @@ def test_builder_mistakes_and_refusals_are_clear(
     assert r.status_code == 403
     assert r.json()["error"] == "PolicyViolation"
     assert r.json()["dataset"] == "transactions" and r.json()["policy"] == "aggregates"
+    across = {
+        "dataset": "transactions",
+        "join": {"dataset": "customers", "on": "customer_id", "scope": "across"},
+        "group_by": ["segment"],
+        "aggregates": [{"name": "n", "fn": "count"}],
+    }
+    r = api.post("/api/query", json={"pipeline": across}, timeout=30)
+    assert r.status_code == 403
+    assert "would leave the site" in r.json()["message"]
+    assert r.json()["policy"] == "aggregates"
 
 
 def test_a_site_config_says_what_audit_sharing_means() -> None:
@@ -373,8 +383,14 @@ def test_private_training_shows_epsilon_per_round(
             "limit": 2,
             "allow_partial": True,
         },
+        {  # egress "rows" on both sides: rows of every site meet at the coordinator
+            "dataset": "branch",
+            "join": {"dataset": "branch", "on": "site", "scope": "across"},
+            "group_by": ["storage"],
+            "aggregates": [{"name": "n", "fn": "count"}],
+        },
     ],
-    ids=["count", "filters-group-limit"],
+    ids=["count", "filters-group-limit", "join-across-sites"],
 )
 def test_the_python_shown_is_the_query_run(
     dashboard: Any, fed: dl.Federation, spec: dict[str, Any], request: pytest.FixtureRequest

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
 #: Aggregate functions the builder offers (``count`` of ``*`` counts rows).
 AGGREGATES = ("count", "sum", "mean", "min", "max")
+#: Where a join pairs rows: at each site (its own tables) or across sites.
+JOIN_SCOPES = ("site", "across")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _MAX_LIMIT = 100_000
 
@@ -38,12 +40,18 @@ class Aggregate:
 
 @dataclass(frozen=True, slots=True)
 class Pipeline:
-    """Dataset, filters, an optional join (of the same site's tables), group-by, aggregates."""
+    """Dataset, filters, an optional join, group-by, aggregates.
+
+    The join pairs rows of the same site (``join_scope="site"``: it runs at each site) or
+    of any sites (``"across"``: rows meet at the coordinator, so both policies must let
+    rows out, or the federation refuses it).
+    """
 
     dataset: str
     filters: tuple[Filter, ...] = ()
     join: str | None = None
     join_on: tuple[str, ...] = ()
+    join_scope: str = "site"
     group_by: tuple[str, ...] = ()
     aggregates: tuple[Aggregate, ...] = ()
     limit: int | None = None
@@ -69,6 +77,7 @@ def parse(doc: Mapping[str, Any]) -> Pipeline:
         filters.append(Filter(_name(f.get("column"), f"filters[{i}].column"), op, value))
     join = doc.get("join") or None
     join_on: tuple[str, ...] = ()
+    join_scope = "site"
     if join is not None:
         if not isinstance(join, Mapping):
             raise PlanError("join must be an object with dataset and on")
@@ -77,6 +86,9 @@ def parse(doc: Mapping[str, Any]) -> Pipeline:
         if not keys:
             raise PlanError("join.on names the key column(s) both datasets share")
         join_on = tuple(_name(k, "join.on") for k in keys)
+        join_scope = join.get("scope", "site")
+        if join_scope not in JOIN_SCOPES:
+            raise PlanError(f"join.scope is {join_scope!r}; use one of {', '.join(JOIN_SCOPES)}")
         join = _name(join.get("dataset"), "join.dataset")
     group_by = tuple(_name(k, "group_by") for k in _list(doc.get("group_by"), "group_by"))
     aggregates = []
@@ -107,6 +119,7 @@ def parse(doc: Mapping[str, Any]) -> Pipeline:
         tuple(filters),
         join,
         join_on,
+        join_scope,
         group_by,
         tuple(aggregates),
         limit,
@@ -134,6 +147,10 @@ def build(fed: Federation, p: Pipeline) -> Dataset:
     partial = p.allow_partial or None
     if p.join is None:
         data = fed.table(p.dataset, allow_partial=partial)
+    elif p.join_scope == "across":
+        data = fed.table(p.dataset, allow_partial=partial).join(
+            fed.table(p.join, allow_partial=partial), on=list(p.join_on)
+        )
     else:
         right, on = p.join, list(p.join_on)
         data = fed.at_each_site(
@@ -179,10 +196,16 @@ def python_code(p: Pipeline) -> str:
     """Python that builds the same Dataset (``fed`` is the ``dl.Federation``)."""
     partial = ", allow_partial=True" if p.allow_partial else ""
     lines = ["import dalang as dl", "", "# fed = dl.Federation.connect([...]) or .local([...])"]
+    on = repr(p.join_on[0]) if len(p.join_on) == 1 else repr(list(p.join_on))
     if p.join is None:
         lines += ["result = (", f"    fed.table({p.dataset!r}{partial})"]
+    elif p.join_scope == "across":
+        lines += [
+            "result = (",
+            f"    fed.table({p.dataset!r}{partial})",
+            f"    .join(fed.table({p.join!r}{partial}), on={on})  # rows of any sites meet",
+        ]
     else:
-        on = repr(p.join_on[0]) if len(p.join_on) == 1 else repr(list(p.join_on))
         lines += [
             "result = (",
             "    fed.at_each_site(  # the join pairs rows of the same site",

@@ -221,7 +221,7 @@ function pipelineSpec() {
       column: r.querySelector(".f-column").value, op: r.querySelector(".f-op").value,
       value: parseValue(r.querySelector(".f-value").value),
     })),
-    join: join ? { dataset: join, on: $("#b-join-on").value } : null,
+    join: join ? { dataset: join, on: $("#b-join-on").value, scope: $("#b-join-scope").value } : null,
     group_by: [...document.querySelectorAll("#b-group input:checked")].map((i) => i.value),
     aggregates: [...document.querySelectorAll("#b-aggs .aggregate")].map((r) => ({
       name: r.querySelector(".a-name").value, fn: r.querySelector(".a-fn").value, column: r.querySelector(".a-column").value,
@@ -489,6 +489,7 @@ for (const t of document.querySelectorAll(".tab")) t.onclick = () => {
 $("#b-dataset").onchange = refreshBuilderColumns;
 $("#b-join").onchange = refreshBuilderColumns;
 $("#b-join-on").onchange = updateCode;
+$("#b-join-scope").onchange = updateCode;
 $("#b-limit").onchange = updateCode;
 $("#b-partial").onchange = updateCode;
 $("#b-add-filter").onclick = () => addFilter();

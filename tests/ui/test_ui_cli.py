@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -157,20 +158,27 @@ def running_sites(
             stop(process)
 
 
+def _unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def test_connect_to_running_sites(running_sites: tuple[list[str], str, Path]) -> None:
     locations, token, ca = running_sites
-    ui = Dashboard("--connect", *locations, "--site-token", token, "--tls-root-certs", str(ca))
+    nowhere = f"grpc+tls://127.0.0.1:{_unused_port()}"  # a site that is down at start
+    ui = Dashboard(
+        "--connect", *locations, nowhere, "--site-token", token, "--tls-root-certs", str(ca)
+    )
     try:
         page_token = ui.printed("token (generated)").split()[-1]
         assert page_token != token  # the page's token is not the sites' token
-        sites = ui.sites(page_token)
-        assert sorted(s["site"] for s in sites) == ["branch_a", "branch_b"]
-        assert all(s["up"] for s in sites)
-        assert (
-            httpx.get(
-                f"{ui.url}/api/sites", headers={"Authorization": f"Bearer {token}"}
-            ).status_code
-            == 401
-        )
+        sites = {s["site"]: s for s in ui.sites(page_token)}
+        assert sorted(sites) == sorted(["branch_a", "branch_b", nowhere])
+        assert sites["branch_a"]["up"] and sites["branch_b"]["up"]
+        assert not sites[nowhere]["up"]
+        assert sorted(s["location"] for s in sites.values() if s["up"]) == sorted(locations)
+        wrong = httpx.get(f"{ui.url}/api/sites", headers={"Authorization": f"Bearer {token}"})
+        assert wrong.status_code == 401
     finally:
         assert ui.stop() == 0, ui.output

@@ -276,8 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         for number, build in QUERIES.items():
             query = build(fed)
             run_central = centralized(source, number)
-            fed_runs, fed_table = measure(query.to_arrow, repeat=args.repeat)
-            central_runs, central_table = measure(run_central, repeat=args.repeat)
+            # the two take turns, so that load from elsewhere on the machine hits both alike
+            fed_runs, central_runs = [], []
+            fed_table = central_table = None
+            for _ in range(args.repeat):
+                runs, fed_table = measure(query.to_arrow, repeat=1)
+                fed_runs += runs
+                runs, central_table = measure(run_central, repeat=1)
+                central_runs += runs
             report = fed.last_run
             problem = same_rows(arrow_rows(fed_table), arrow_rows(central_table))
             all_bytes = shipped_all_bytes(split_dir, number)

@@ -291,6 +291,9 @@ def train(
     history: list[RoundRecord] = []
     workers = max(4, 2 * len(transports))
     pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dalang-train")
+    # checkpoints and on_round run in order on a thread of their own, off the rounds' path
+    writer = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dalang-checkpoint")
+    written: list[cf.Future[None]] = []
     privacy: dict[str, Any] = {"run": run_id}
     if dp is not None:
         privacy["dp"] = dp.to_json()
@@ -331,9 +334,16 @@ def train(
         def finish(record: RoundRecord, evaluated: Sequence[EvalResult]) -> None:
             record.metrics.update(_weighted(evaluated))
             history.append(record)
-            save_checkpoint(directory, meta=meta, weights=weights, history=history)
-            if on_round is not None:
-                on_round(record)
+            if written:
+                written.pop().result()  # the previous checkpoint (and on_round) went well
+            snapshot, model = list(history), list(weights)
+
+            def write() -> None:
+                save_checkpoint(directory, meta=meta, weights=model, history=snapshot)
+                if on_round is not None:
+                    on_round(record)
+
+            written.append(writer.submit(write))
 
         def evaluate_alone(record: RoundRecord) -> None:
             finish(record, _evaluate(pool, plans, config, call, weights, record.round,
@@ -388,8 +398,11 @@ def train(
             )
         if pending is not None:
             evaluate_alone(pending)
+        if written:
+            written.pop().result()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+        writer.shutdown(wait=True)
     return TrainResult(Model(trainer, weights), history, run_id)
 
 

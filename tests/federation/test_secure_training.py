@@ -202,3 +202,49 @@ def test_a_site_refuses_a_masking_step_out_of_order(three: Any) -> None:
     )
     with pytest.raises(InvalidPlan, match="no masking session"):
         transport.exchange(request, [], timeout=10.0)
+
+
+def _masking_request(kind: str, rnd: int = 1, **secagg: Any) -> Any:
+    from dalang.federation.training import TrainRequest
+
+    doc = {"kind": kind, "plan": "{}", "trainer": "logistic_regression", "config": {},
+           "features": ["x"], "label": "y", "round": rnd, "secagg": secagg}  # fmt: skip
+    return TrainRequest.from_json(doc)
+
+
+def test_the_site_refuses_masking_steps_that_would_expose_its_update() -> None:
+    import base64
+
+    from dalang.federation.secure_training import MaskingSessions
+    from dalang.learn.secagg import SecAggClient, SecAggParams
+
+    sessions = MaskingSessions()
+    start = {"threshold": 2, "clip": 1.0, "bits": 20, "modulus_bits": 64}
+    with pytest.raises(InvalidPlan, match="threshold of at least 2"):
+        sessions.advertise(
+            _masking_request("secagg_keys", session="a" * 32, id=0, **{**start, "threshold": 1}),
+            num_examples=5,
+        )
+    with pytest.raises(InvalidPlan, match="malformed"):
+        sessions.advertise(
+            _masking_request("secagg_keys", session="b" * 32, id=-1, **start), num_examples=5
+        )
+    keys = sessions.advertise(
+        _masking_request("secagg_keys", session="c" * 32, id=0, **start), num_examples=5
+    )
+    with pytest.raises(InvalidPlan, match="already started"):
+        sessions.advertise(
+            _masking_request("secagg_keys", session="c" * 32, id=0, **start), num_examples=5
+        )
+    with pytest.raises(InvalidPlan, match="out of order"):
+        sessions.unmask(
+            _masking_request("secagg_unmask", session="c" * 32, survivors=[0, 1], dropped=[]),
+            num_examples=5,
+        )
+    # a coordinator claiming four clients with a threshold of 2 could unmask it: refused
+    others = [SecAggClient(i, SecAggParams(threshold=2, round=1)) for i in (1, 2, 3)]
+    listed = {"0": keys["keys"]} | {
+        str(c.client_id): base64.b64encode(c.advertise_keys()).decode() for c in others
+    }
+    with pytest.raises(InvalidPlan, match="not above half"):
+        sessions.share(_masking_request("secagg_shares", session="c" * 32, keys=listed))

@@ -273,13 +273,16 @@ class MaskingSessions:
         dp = DPRequest.from_request(request)
         if dp is not None and dp.mode == "central":
             num_examples = 1  # central DP averages the sites unweighted (one site, one vote)
+        try:
+            client = SecAggClient(client_id, params)
+        except ValueError as e:
+            raise InvalidPlan(f"the secure aggregation parameters are malformed ({e})") from None
         with self._lock:
             self._expire()
             if sid in self._sessions:
                 raise InvalidPlan("this masking session has already started")
             while len(self._sessions) >= MAX_SESSIONS:
                 self._sessions.popitem(last=False)
-            client = SecAggClient(client_id, params)
             self._sessions[sid] = _Session(client, num_examples, time.monotonic(), "shares")
         return {"keys": _b64(client.advertise_keys()), "num_examples": num_examples}
 

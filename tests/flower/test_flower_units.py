@@ -182,3 +182,28 @@ def test_the_public_surface_of_dalang_flower() -> None:
         "run_flower",
         "site_data",
     ]
+
+
+def test_run_flower_checks_its_arguments_before_any_site_is_asked() -> None:
+    import dalang as dl
+    from dalang.federation.transport import InMemoryTransport
+
+    table = pa.table({"x0": [1.0], "label": [0]})
+    transport = InMemoryTransport("a", {"points": (table, {"egress": "none"})})
+    with dl.Federation([transport]) as fed:
+        data = fed.table("points")
+        server_app = app.make_server_app()
+        bad: list[tuple[dict[str, Any], str]] = [
+            ({"server_app": object()}, "server_app must be a flwr ServerApp"),
+            ({"rounds": 0}, "rounds must be a positive integer"),
+            ({"rounds": True}, "rounds must be a positive integer"),
+            ({"on_client_error": "ignore"}, "on_client_error must be 'raise' or 'reply'"),
+            ({"run_config": {"x": [1]}}, "run_config values must be"),
+            ({"timeout": 0}, "must be positive seconds"),
+            ({}, "is not reached over Arrow Flight"),
+        ]
+        for change, message in bad:
+            kw: dict[str, Any] = {"server_app": server_app, "client_app": app.client_app}
+            with pytest.raises(PlanError, match=message):
+                fed.run_flower(data, **{**kw, **change})
+        assert transport.calls == 2  # health and datasets when it connected: nothing since

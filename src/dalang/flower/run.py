@@ -84,8 +84,52 @@ def run_flower(
     timeout: float | None = None,
     on_client_error: str = "raise",
 ) -> FlowerResult:
-    """Run ``server_app`` with ``client_app`` at the sites that hold ``data``; see
-    ``Federation.run_flower``."""
+    """Run an unchanged Flower ``server_app`` with ``client_app`` at the sites of ``data``.
+
+    Parameters
+    ----------
+    federation, data
+        The sites, and the pipeline each of them runs for its ClientApp (its rows never
+        leave the site; ``dalang.flower.site_data(context)`` inside the ClientApp).
+    server_app
+        A ``flwr.serverapp.ServerApp`` (``@app.main()`` or the legacy ``server_fn``).
+    client_app
+        A ``ClientApp`` or a legacy ``client_fn``, as the object or ``"module:attribute"``;
+        each site must have the module in ``udf_modules`` and approve its digest
+        (:func:`dalang.flower.client_app_digest`) in every dataset's ``trainers``.
+    rounds
+        Sets ``run_config["num-server-rounds"]``, which Flower's apps read.
+    run_config
+        More run config, for the ServerApp's and every ClientApp's ``context.run_config``.
+    message_timeout
+        Seconds one message may take at a site (bounded by the message's TTL too).
+    timeout
+        Seconds the whole ServerApp may take; then the run is stopped (``None``: no limit).
+    on_client_error
+        ``"raise"``: a ClientApp that raises, or a site that fails, ends the run with
+        FlowerAppError (or SiteUnavailable) naming the site. ``"reply"``: Flower gets the
+        error reply, as in its own runtimes, and the strategy goes on with the others.
+
+    Returns
+    -------
+    FlowerResult
+        ``value`` (what the ServerApp's main returned), ``context``, ``history`` (per round:
+        sites, wall time, each site's time, errors), ``rows`` and ``node_ids`` per site.
+
+    Raises PolicyViolation before the ServerApp starts when a site refuses the ClientApp
+    or the data plan, and FlowerAppError when the ServerApp raises or runs out of time.
+
+    Examples
+    --------
+    >>> out = run_flower(fed, fed.table("digits"), server_app=app,  # doctest: +SKIP
+    ...                  client_app="my_app:client_app", rounds=3)
+    >>> out.value.arrays  # doctest: +SKIP
+    """
+    from dalang.federation.transport import FlightTransport
+    from dalang.flower.grid import ON_CLIENT_ERROR
+
+    if on_client_error not in ON_CLIENT_ERROR:
+        raise PlanError(f"on_client_error must be 'raise' or 'reply', not {on_client_error!r}")
     if not isinstance(server_app, ServerApp):
         raise PlanError(f"server_app must be a flwr ServerApp, not {type(server_app).__name__}")
     if rounds is not None and (
@@ -111,7 +155,9 @@ def run_flower(
         transport = federation._transports.get(site)
         if transport is None:
             raise PlanError(f"the data reads site {site!r}, which is not connected")
-        channels[site] = FlightChannel(transport)  # type: ignore[arg-type]
+        if not isinstance(transport, FlightTransport):
+            raise PlanError(f"site {site!r} is not reached over Arrow Flight; Flower runs need it")
+        channels[site] = FlightChannel(transport)
     run_id = secrets.randbits(63)
     nodes: dict[int, SiteNode] = {}
     for i, site in enumerate(plans):

@@ -140,6 +140,33 @@ def site_audit(
         typer.echo(json.dumps(entry, sort_keys=True))
 
 
+@site_app.command("flower-digest")
+def site_flower_digest(
+    client_app: str = typer.Argument(..., help="The Flower ClientApp, as module:attribute."),
+    path: str = typer.Option(".", "--path", help="The folder to import the module from."),
+) -> None:
+    """Print the digest that approves a Flower ClientApp in a dataset's policy.
+
+    The site runs it only from a module in ``site.udf_modules`` whose source has this
+    digest, listed with "flower" in the policy's ``trainers`` (``dalang[flower]``).
+    """
+    import sys
+    from pathlib import Path
+
+    from dalang.errors import DalangError
+
+    sys.path.insert(0, str(Path(path).resolve()))
+    try:
+        from dalang.flower import client_app_digest
+
+        digest = client_app_digest(client_app)
+    except (DalangError, ImportError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(digest)
+    typer.echo(f'trainers = ["flower", "{digest}"]')
+
+
 _CERT_SITES = typer.Option(..., "--site", help="A site name (repeat for several).")
 _CERT_HOSTS = typer.Option(
     ["127.0.0.1", "localhost"], "--host", help="Names the certificates are valid for."

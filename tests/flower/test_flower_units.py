@@ -207,3 +207,23 @@ def test_run_flower_checks_its_arguments_before_any_site_is_asked() -> None:
             with pytest.raises(PlanError, match=message):
                 fed.run_flower(data, **{**kw, **change})
         assert transport.calls == 2  # health and datasets when it connected: nothing since
+
+
+def test_the_cli_prints_the_digest_a_site_operator_approves() -> None:
+    from _sites import HERE
+
+    from dalang.flower import client_app_digest
+
+    done = subprocess.run(
+        [sys.executable, "-m", "dalang.cli", "site", "flower-digest", "_flower_app:client_app",
+         "--path", str(HERE)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    digest = client_app_digest(app.client_app)
+    assert done.stdout.splitlines() == [digest, f'trainers = ["flower", "{digest}"]']
+    missing = subprocess.run(
+        [sys.executable, "-m", "dalang.cli", "site", "flower-digest", "no_such_module:app"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "cannot import the ClientApp's module" in missing.stderr

@@ -312,9 +312,10 @@ def main() -> None:
     dalang_runs = dalang_sites(args.rounds, args.padding)
     for padding, on_dalang in zip(args.padding, dalang_runs, strict=True):
         on_flower = flower_runtime(args.rounds, padding)
+        dalang_arrays = on_dalang.pop("arrays")
         diff = max(
             float(np.max(np.abs(a - b)))
-            for a, b in zip(on_flower.pop("arrays"), on_dalang.pop("arrays"), strict=True)
+            for a, b in zip(on_flower.pop("arrays"), dalang_arrays, strict=True)
         )
         f_round = statistics.median(on_flower["round_seconds"])
         d_round = statistics.median(on_dalang["round_seconds"])
@@ -331,7 +332,10 @@ def main() -> None:
         )
         on_ray = flower_ray(args.rounds, padding)
         if on_ray is not None:
-            on_ray.pop("arrays")
+            cases[-1]["max_abs_weight_difference_ray"] = max(
+                float(np.max(np.abs(a - b)))
+                for a, b in zip(on_ray.pop("arrays"), dalang_arrays, strict=True)
+            )
             cases[-1]["flower_ray"] = on_ray
             cases[-1]["median_round_seconds"]["flower_ray"] = statistics.median(
                 on_ray["round_seconds"]

@@ -62,6 +62,17 @@ class Udf:
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    # (``dataclasses.fields`` rebuilds its answer on every call; the planner asks often)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 class Node:
     """Base of plan operators. Subclasses are frozen dataclasses."""
 
@@ -71,8 +82,8 @@ class Node:
     def inputs(self) -> tuple[Node, ...]:
         """The nodes this one reads, in order."""
         out: list[Node] = []
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
             if isinstance(value, Node):
                 out.append(value)
             elif isinstance(value, tuple) and value and isinstance(value[0], Node):

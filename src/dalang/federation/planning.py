@@ -64,20 +64,40 @@ def reads_sites(node: Node) -> bool:
     return next(site_sources(node), None) is not None
 
 
+_NO_SCAN = ""  # a subtree that reads nothing (never a site's name: those are identifiers)
+_ELSEWHERE = None  # a subtree that reads something other than one site's datasets
+#: Recent answers of :func:`home_site` by node identity (placement asks for every node and
+#: every site, which walked each subtree again and again).
+_HOMES: dict[int, tuple[Node, str | None]] = {}
+
+
 def home_site(node: Node) -> str | None:
     """The one site whose datasets are all this subtree reads; None when it reads anything else."""
-    site: str | None = None
-    for n in walk_plan(node):
-        if isinstance(n, StageInput):
-            return None
-        if isinstance(n, Scan):
-            if not isinstance(n.source, SiteSource):
-                return None
-            if site is None:
-                site = n.source.site
-            elif site != n.source.site:
-                return None
-    return site
+    home = _home(node)
+    return home or None
+
+
+def _home(node: Node) -> str | None:
+    hit = _HOMES.get(id(node))
+    if hit is not None and hit[0] is node:
+        return hit[1]
+    home: str | None
+    if isinstance(node, StageInput):
+        home = _ELSEWHERE
+    elif isinstance(node, Scan):
+        home = node.source.site if isinstance(node.source, SiteSource) else _ELSEWHERE
+    else:
+        home = _NO_SCAN
+        for child in node.inputs:
+            below = _home(child)
+            if below is _ELSEWHERE or (home and below and below != home):
+                home = _ELSEWHERE
+                break
+            home = home or below
+    if len(_HOMES) >= 4096:
+        _HOMES.clear()
+    _HOMES[id(node)] = (node, home)
+    return home
 
 
 def udfs_of(node: Node) -> Iterator[Udf]:

@@ -381,3 +381,22 @@ def test_tables_of_one_database_meet_inside_it_and_its_planner_estimates(
         assert [r["c_name"] for r in out] == sorted(expected)
         for r in out:
             assert r["total"] == pytest.approx(expected[r["c_name"]])
+
+
+def test_staging_falls_back_to_a_temporary_table(
+    pg_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = database(pg_uri)
+    upload = db.upload
+
+    def no_create_privilege(name: str, table: pa.Table, **kw: bool) -> None:
+        if kw.get("unlogged"):
+            raise DatabaseError("permission denied for schema public", uri=pg_uri)
+        upload(name, table, **kw)
+
+    monkeypatch.setattr(db, "upload", no_create_privilege)
+    with db.staged(pa.table({"k": [1, 2]})) as name:
+        persistence = db.rows("SELECT relpersistence FROM pg_class WHERE relname = $1", (name,))
+        assert persistence == [("t",)]
+        assert db.rows(f"SELECT count(*) FROM {name}")[0][0] == 2
+    assert name not in _staged_tables(db)

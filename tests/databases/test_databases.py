@@ -361,7 +361,17 @@ def test_tables_of_one_database_meet_inside_it_and_its_planner_estimates(
             .agg(total=dl.col("l_price").sum())
             .sort("c_name")
         )
-        text = q.explain()
+        asked: list[str] = []
+        planner_rows = Database.planner_rows
+
+        def counted(self: Database, query: str) -> float | None:
+            asked.append(query)
+            return planner_rows(self, query)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(Database, "planner_rows", counted)
+            text = q.explain()
+        assert asked and len(asked) == len(set(asked))  # each fragment asked once
         lines = text.splitlines()
         at = {
             k: next(i for i, line in enumerate(lines) if f"Join inner {k}" in line)

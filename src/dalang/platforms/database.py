@@ -196,7 +196,8 @@ def database_corrector(platforms: Sequence[Platform], then: Corrector | None = N
     each column's distinct values and most common values from ``pg_stats``, where the
     defaults guess (``l_returnflag = 'R'``: 10% by default, 25% in TPC-H; a join of
     filtered orders with lineitem: the larger input by default, a fifth of it really).
-    Other nodes go to ``then`` (the learned corrections), or keep their estimate.
+    Other nodes go to ``then`` (the learned corrections), or keep their estimate. Each
+    node is asked once, however many candidate plans share it.
     """
     by_home = {
         p.uri.key: p
@@ -218,10 +219,14 @@ def database_corrector(platforms: Sequence[Platform], then: Corrector | None = N
             homes[id(node)] = found if platform is not None and platform.can_run(node) else None
         return homes[id(node)]
 
+    asked: dict[int, tuple[Node, float | None]] = {}  # one EXPLAIN per node, for every plan
+
     def correct(node: Node, rows: float) -> float:
         key = home(node) if isinstance(node, _ESTIMATED) else None
         if key is not None and not (isinstance(node, Scan) and node.predicate is None):
-            estimate = by_home[key].estimate_rows(node)
+            if id(node) not in asked:
+                asked[id(node)] = (node, by_home[key].estimate_rows(node))
+            estimate = asked[id(node)][1]
             if estimate is not None:
                 return estimate
         return then(node, rows) if then is not None else rows

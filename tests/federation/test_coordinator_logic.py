@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 import dalang as dl
-from dalang.errors import PolicyViolation, SchemaMismatch, SiteUnavailable
+from dalang.errors import PlanError, PolicyViolation, SchemaMismatch, SiteUnavailable
 from dalang.federation.coordinator import PartialResult, SitePlatform
 from dalang.federation.planning import push_through_unions, split_aggregates
 from dalang.federation.transport import InMemoryTransport
@@ -234,3 +235,12 @@ def test_coordinator_platforms_never_scan_a_site_source(fed: dl.Federation) -> N
     scan = next(n for n in walk_plan(fed.table("tx").node) if type(n).__name__ == "Scan")
     for name in ("python", "polars", "duckdb"):
         assert not create_platform(name).can_run(scan)
+
+
+def test_local_with_a_missing_or_broken_config_says_which(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.toml"):
+        dl.Federation.local([tmp_path / "nowhere.toml"])
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[site\nname = 'a'\n")
+    with pytest.raises(PlanError, match=r"broken\.toml.*not valid TOML"):
+        dl.Federation.local([broken])

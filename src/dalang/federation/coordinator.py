@@ -38,6 +38,7 @@ from dalang.errors import (
     PlanError,
     SchemaMismatch,
     SiteUnavailable,
+    SourceNotFound,
 )
 from dalang.federation import protocol as P
 from dalang.federation.planning import (
@@ -761,8 +762,17 @@ def _load_site_doc(config: str | os.PathLike[str] | Mapping[str, Any]) -> dict[s
         base = Path.cwd()
     else:
         path = Path(config)
-        with path.open("rb") as f:
-            doc = tomllib.load(f)
+        if not path.is_file():
+            missing = SourceNotFound(str(path))
+            missing.add_note(
+                "Federation.local takes paths of site TOML files, or dicts of that shape"
+            )
+            raise missing
+        try:
+            with path.open("rb") as f:
+                doc = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise PlanError(f"site config {str(path)!r} is not valid TOML: {e}") from e
         base = path.resolve().parent
     site = doc.get("site")
     if not isinstance(site, dict) or not site.get("name"):

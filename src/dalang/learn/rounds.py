@@ -382,7 +382,7 @@ def train(
             if central and dp is not None and results:
                 # one noisy, unweighted mean of the clipped updates: the strategy only
                 # post-processes it (FedAvgM/FedAdam steps from it), so DP holds
-                results = [_noisy_mean(results, weights, dp, rng)]
+                results = [_noisy_mean(results, weights, dp, rng, n=len(step.sites))]
             weights = [np.asarray(w) for w in strategy.aggregate(rnd, weights, results)]
             metrics: dict[str, float] = {}
             if step.train_loss is not None:
@@ -535,14 +535,20 @@ def _secure_step(
 
 
 def _noisy_mean(
-    results: Sequence[FitResult], current: Weights, dp: TrainingDP, rng: np.random.Generator
+    results: Sequence[FitResult],
+    current: Weights,
+    dp: TrainingDP,
+    rng: np.random.Generator,
+    *,
+    n: int,
 ) -> FitResult:
-    """Central DP: the unweighted mean of clipped updates plus N(0, (nm * clip / n)^2).
+    """Central DP: the unweighted mean of ``n`` sites' clipped updates plus
+    N(0, (nm * clip / n)^2).
 
-    Under secure aggregation ``results`` is already the one mean (the sites weighted by
-    one each, so it is unweighted there too).
+    Under secure aggregation ``results`` is already the one mean (the sites weighted
+    themselves one each, so it is unweighted there too).
     """
-    n = len(results) if results[0].site != "secure_sum" else max(1, results[0].num_examples)
+    n = max(1, n)
     mean = (
         results[0].weights
         if len(results) == 1

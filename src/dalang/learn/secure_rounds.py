@@ -92,15 +92,9 @@ class SecureRound:
 
     def apply(self, weights: Weights) -> Weights:
         """``weights + mean_delta`` in the weights' shapes and dtypes."""
-        if self.mean_delta is None:
-            return weights
-        out: Weights = []
-        at = 0
-        for w in weights:
-            part = self.mean_delta[at : at + w.size].reshape(w.shape)
-            out.append((w.astype(np.float64) + part).astype(w.dtype))
-            at += w.size
-        return out
+        from dalang.federation.secure_training import weights_plus
+
+        return weights if self.mean_delta is None else weights_plus(weights, self.mean_delta)
 
 
 def _b64(data: bytes) -> str:

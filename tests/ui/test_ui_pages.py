@@ -51,7 +51,7 @@ def test_builder_mistakes_and_refusals_are_clear(
     api = _client(dashboard, request)
     bad_op = {"dataset": "transactions", "filters": [{"column": "amount", "op": "~", "value": 1}]}
     r = api.post("/api/pipeline/code", json={"pipeline": bad_op})
-    assert r.status_code == 400
+    assert r.status_code == 400, r.text
     assert "filters[0].op" in r.json()["message"] and ">=" in r.json()["message"]
     typo = {
         "dataset": "transactions",
@@ -59,11 +59,11 @@ def test_builder_mistakes_and_refusals_are_clear(
         "aggregates": [{"name": "n", "fn": "count", "column": "*"}],
     }
     r = api.post("/api/query", json={"pipeline": typo}, timeout=30)
-    assert r.status_code == 400
+    assert r.status_code == 400, r.text
     assert r.json()["error"] == "ColumnNotFound" and "'channel'" in r.json()["message"]
     # raw rows of an aggregates-only dataset: refused, naming the dataset and its policy
     r = api.post("/api/query", json={"pipeline": {"dataset": "transactions"}}, timeout=30)
-    assert r.status_code == 403
+    assert r.status_code == 403, r.text
     assert r.json()["error"] == "PolicyViolation"
     assert r.json()["dataset"] == "transactions" and r.json()["policy"] == "aggregates"
     across = {
@@ -73,7 +73,7 @@ def test_builder_mistakes_and_refusals_are_clear(
         "aggregates": [{"name": "n", "fn": "count"}],
     }
     r = api.post("/api/query", json={"pipeline": across}, timeout=30)
-    assert r.status_code == 403
+    assert r.status_code == 403, r.text
     assert "would leave the site" in r.json()["message"]
     assert r.json()["policy"] == "aggregates"
 
@@ -179,7 +179,7 @@ def test_pipeline_builder_runs_and_draws_the_plan(
     page.locator("#b-code", has_text="dl.col('amount').sum()").wait_for()
     code = page.inner_text("#b-code")
     page.click("#run-pipeline")
-    page.wait_for_selector("#result[data-state=ok]")
+    page.wait_for_selector("#result[data-state=ok]", timeout=60_000)
     screenshot(page, "workbench-pipeline")
 
     # the same pipeline, built here through the Federation API

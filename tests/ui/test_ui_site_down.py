@@ -91,7 +91,7 @@ def test_a_site_that_went_down(dashboard: Any, fed: dl.Federation, page: Any) ->
     # ... and, when asked to, leaves it out and says so
     page.check("#sql-partial")
     page.click("#run-sql")
-    page.wait_for_selector("#result[data-state=ok]")
+    page.wait_for_selector("#result[data-state=ok]", timeout=60_000)
     screenshot(page, "workbench-partial")
     assert DOWN in page.inner_text("#result-meta")
     up = [s for s in fed.sites if s != DOWN]

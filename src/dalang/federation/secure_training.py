@@ -214,8 +214,10 @@ class MaskingSessions:
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _take(self, request: TrainRequest, expected: str) -> tuple[str, _Session]:
-        spec = request.secagg or {}
+    def _take(
+        self, request: TrainRequest, expected: str, spec: dict[str, Any] | None = None
+    ) -> tuple[str, _Session]:
+        spec = (request.secagg or {}) if spec is None else spec
         sid = spec.get("session")
         if not isinstance(sid, str) or len(sid) != 32 or not set(sid) <= _SESSION_CHARS:
             raise InvalidPlan("'secagg.session' must be 32 lower-case hex digits")
@@ -286,12 +288,16 @@ class MaskingSessions:
             self._sessions[sid] = _Session(client, num_examples, time.monotonic(), "shares")
         return {"keys": _b64(client.advertise_keys()), "num_examples": num_examples}
 
-    def share(self, request: TrainRequest) -> dict[str, Any]:
-        """``secagg_shares``: encrypted Shamir shares of this site's secrets, per neighbour."""
+    def share(self, request: TrainRequest, *, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``secagg_shares``: encrypted Shamir shares of this site's secrets, per neighbour.
+
+        ``spec``: the next round's session and key list, sent with this round's unmasking.
+        """
         from dalang.learn.secagg import SecAggError
 
-        _, session = self._take(request, "shares")
-        keys = _id_map((request.secagg or {}).get("keys"), "'secagg.keys'")
+        spec = (request.secagg or {}) if spec is None else spec
+        _, session = self._take(request, "shares", spec)
+        keys = _id_map(spec.get("keys"), "'secagg.keys'")
         threshold = session.client.params.threshold
         if 2 * threshold <= len(keys):
             # below a majority, a coordinator could ask some sites for self-mask shares and
@@ -310,8 +316,14 @@ class MaskingSessions:
         weights: Weights,
         new: Weights,
         dp: DPRequest | None,
-    ) -> np.ndarray[Any, Any]:
-        """The masked ``train``: the clipped update, weighted, quantised and masked."""
+        *,
+        num_examples: int,
+    ) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
+        """The masked ``train``: the clipped update, weighted, quantised and masked.
+
+        With ``secagg.next`` (the keys step of round + 1, a new session), also the keys of
+        that session: ``(masked update, {"next": keys} or {})``.
+        """
         from dalang.learn.secagg import SecAggError
 
         _, session = self._take(request, "masked")
@@ -333,12 +345,21 @@ class MaskingSessions:
         delta = delta * min(1.0, session.num_examples / float(scale))
         session.step = "unmask"  # one masked update per session, whatever happens next
         out: np.ndarray[Any, Any] = session.client.masked_update(delta)
-        return out
+        following = spec.get("next")
+        if following is None:
+            return out, {}
+        if not isinstance(following, dict) or following.get("session") == spec.get("session"):
+            raise InvalidPlan("'secagg.next' must start a new session")
+        keys = self.advertise(
+            request, num_examples=num_examples, spec=following, round=request.round + 1
+        )
+        return out, {"next": keys}
 
     def unmask(self, request: TrainRequest, *, num_examples: int) -> dict[str, Any]:
         """``secagg_unmask``: shares of survivors' self-mask seeds and dropped sites' keys.
 
-        With ``secagg.next`` (the keys step of round + 1), the keys of a new session too.
+        With ``secagg.next`` (the next round's session and its key list), this site's
+        encrypted shares for that session too (its shares step, done ahead).
         """
         from dalang.learn.secagg import SecAggError
 
@@ -356,9 +377,6 @@ class MaskingSessions:
         following = spec.get("next")
         if following is not None:
             if not isinstance(following, dict) or following.get("session") == sid:
-                raise InvalidPlan("'secagg.next' must start a new session")
-            keys = self.advertise(
-                request, num_examples=num_examples, spec=following, round=request.round + 1
-            )
-            out["next"] = keys
+                raise InvalidPlan("'secagg.next' must name the next round's session")
+            out["next"] = self.share(request, spec=following)
         return out

@@ -459,7 +459,10 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
             metrics = {"num_examples": metrics["num_examples"]}  # the loss has no noise
         doc["metrics"] = metrics
         if request.secagg is not None:
-            return doc, [self._masking.masked(request, weights, new, dp)]
+            masked, ahead = self._masking.masked(
+                request, weights, new, dp, num_examples=int(data.y_fit.size)
+            )
+            return {**doc, **ahead}, [masked]
         return doc, ST.private_update(weights, new, dp)
 
     def _flower_exchange(self, who: str, command: bytes, reader: Any, writer: Any) -> None:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from dalang.federation.coordinator import Federation
     from dalang.federation.transport import Transport
     from dalang.learn.dp import TrainingDP
-    from dalang.learn.secure_rounds import Advertised
+    from dalang.learn.secure_rounds import Prepared
     from dalang.learn.trainers import Trainer
     from dalang.plan.nodes import Node
 
@@ -329,7 +329,7 @@ def train(
         # exchange (one exchange per site and round instead of two); the last round, and
         # a round followed by a failing one, are evaluated on their own
         pending: RoundRecord | None = None
-        advertised: Advertised | None = None  # secure aggregation: keys sent ahead
+        prepared: Prepared | None = None  # secure aggregation: the next session, set up
 
         def finish(record: RoundRecord, evaluated: Sequence[EvalResult]) -> None:
             record.metrics.update(_weighted(evaluated))
@@ -357,9 +357,9 @@ def train(
             try:
                 if secure_aggregation:
                     clip = min(norm_bound, dp.clip) if dp is not None else norm_bound
-                    step, advertised = _secure_step(
+                    step, prepared = _secure_step(
                         pool, plans, config, call, weights, rnd, round_timeout, extra,
-                        clip=clip, advertised=advertised, advertise_next=rnd < rounds,
+                        clip=clip, prepared=prepared, prepare_next=rnd < rounds,
                     )  # fmt: skip
                 else:
                     step = _plain_step(pool, plans, config, call, weights, rnd, round_timeout,
@@ -500,12 +500,12 @@ def _secure_step(
     extra: Mapping[str, Any],
     *,
     clip: float,
-    advertised: Advertised | None,
-    advertise_next: bool,
-) -> tuple[_Step, Advertised | None]:
+    prepared: Prepared | None,
+    prepare_next: bool,
+) -> tuple[_Step, Prepared | None]:
     """The masked round: the coordinator learns the weighted mean update, nothing else.
 
-    Also returns the keys the survivors sent ahead for the next round.
+    Also returns the next round's session, set up during this one (keys and shares).
     """
     from dalang.learn.secure_rounds import secure_round
 
@@ -520,8 +520,8 @@ def _secure_step(
         weights=weights,
         round=rnd,
         clip=clip,
-        advertised=advertised,
-        advertise_next=advertise_next,
+        prepared=prepared,
+        prepare_next=prepare_next,
     )
     for site, error in out.failures.items():
         why = "timed out" if error is None else f"{type(error).__name__}: {error}"
@@ -531,7 +531,7 @@ def _secure_step(
     dropped, refused = sorted(out.dropped), sorted(out.refused)
     evaluations = [e for s in out.survivors for e in _evaluation(s, out.docs.get(s, {}))]
     step = _Step([mean], out.survivors, dropped, refused, out.failures, loss, evaluations)
-    return step, out.next if advertise_next else None
+    return step, out.next
 
 
 def _noisy_mean(

@@ -2,8 +2,8 @@
 
 The coordinator routes the sites' public keys and encrypted shares, sums masked integer
 vectors and, with the shares the survivors send back, removes the masks: it learns the
-weighted mean of the updates and nothing about any one of them. Four steps per round, three
-exchanges after the first round (step 1 rides on the previous round's step 4):
+weighted mean of the updates and nothing about any one of them. Four steps per round, two
+exchanges after the first round (the next round's step 1 rides on step 3, its step 2 on step 4):
 
 1. ``secagg_keys``: each site starts a session, sends two X25519 public keys and its
    example count (the weights of the mean); fresh keys every round.
@@ -14,7 +14,7 @@ exchanges after the first round (step 1 rides on the previous round's step 4):
    examples, quantises and masks it.
 4. ``secagg_unmask``: the sites whose masked update arrived send the shares that remove the
    masks (self masks of survivors, pairwise masks of sites that dropped before step 3), and
-   the next round's keys.
+   their shares for the next round.
 
 A site that drops at any step is left out; the sum survives while ``threshold`` sites answer
 step 4. Strategies that need each update (median, Krum, trimmed mean) cannot run on a sum.
@@ -69,11 +69,17 @@ def threshold_for(n: int) -> int:
 
 
 @dataclass
-class Advertised:
-    """Keys the sites sent ahead for the next round: its session and each site's answer."""
+class Prepared:
+    """The next round's session, set up during this one: keys and shares already routed.
 
-    session: str = ""
-    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ``server`` has every advertised key and the shares of ``shared``; ``counts`` the
+    example counts of the sites that advertised.
+    """
+
+    session: str
+    server: Any  # SecAggServer
+    counts: dict[str, int]
+    shared: list[str]
 
 
 @dataclass
@@ -87,7 +93,7 @@ class SecureRound:
     refused: list[str] = field(default_factory=list)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    next: Advertised = field(default_factory=Advertised)
+    next: Prepared | None = None
     failures: dict[str, BaseException | None] = field(default_factory=dict)
 
     def apply(self, weights: Weights) -> Weights:
@@ -116,8 +122,8 @@ def secure_round(
     weights: Weights,
     round: int,
     clip: float,
-    advertised: Advertised | None = None,
-    advertise_next: bool = False,
+    prepared: Prepared | None = None,
+    prepare_next: bool = False,
 ) -> SecureRound:
     """Drive the exchanges of one masked round over ``sites``.
 
@@ -126,10 +132,11 @@ def secure_round(
     returns ``(answers, failures)``. Raises FederationError when fewer sites than the
     threshold get through a step (the sum cannot be unmasked).
 
-    ``advertised``: the keys the sites already sent for this round with the previous
-    round's unmasking (only the sites missing from it get a keys exchange);
-    ``advertise_next``: ask the survivors for the next round's keys with this round's
-    unmasking (they come back in ``SecureRound.next``), so a round costs three exchanges.
+    ``prepared``: this round's session, set up during the previous round (steps 1 and 2
+    done); used unless a site outside it answers a keys exchange (then every site starts
+    afresh). ``prepare_next``: set up the next round's session during this one, its keys
+    with the masked updates and its shares with the unmasking (``SecureRound.next``), so
+    that a round costs two exchanges per site.
     """
     from dalang.learn.secagg import SecAggError, SecAggParams, SecAggServer
 
@@ -142,11 +149,15 @@ def secure_round(
         )
     threshold = threshold_for(n)
     bits = min(SECAGG_BITS, 63 - math.ceil(math.log2(n + 1)))
-    params = SecAggParams(threshold=threshold, clip=clip, bits=bits, modulus_bits=64, round=round)
-    server = SecAggServer(params)
-    session = advertised.session if advertised is not None else secrets.token_hex(16)
     out = SecureRound(None, [], 0)
     refused_errors = (PolicyViolation,)
+
+    def params(rnd: int) -> Any:
+        return SecAggParams(threshold=threshold, clip=clip, bits=bits, modulus_bits=64, round=rnd)
+
+    def start(session: str) -> dict[str, Any]:
+        return {"session": session, "threshold": threshold, "clip": clip, "bits": bits,
+                "modulus_bits": 64}  # fmt: skip
 
     def lose(failures: Mapping[str, BaseException | None]) -> None:
         for site, error in failures.items():
@@ -168,56 +179,79 @@ def secure_round(
                 retryable=True,
             )
 
-    # 1. keys
-    start = {
-        "session": session,
-        "threshold": threshold,
-        "clip": clip,
-        "bits": bits,
-        "modulus_bits": 64,
-    }
-    known = advertised.answers if advertised is not None else {}
-    missing = [s for s in sorted(ids) if s not in known]
-    fresh, failures = parallel(
-        {s: call(s, request(s, "secagg_keys", {**start, "id": ids[s]}), []) for s in missing}
-    )
-    lose(failures)
-    offers = {**known, **{s: doc for s, (doc, _) in fresh.items()}}
-    counts: dict[str, int] = {}
-    for site, doc in sorted(offers.items()):
-        try:
-            server.receive_keys(ids[site], _unb64(doc.get("keys")))
-            counts[site] = max(0, int(doc.get("num_examples", 0)))
-        except (SecAggError, ValueError, TypeError, FederationError) as e:
-            lose({site: e})
-    enough(sorted(counts), "keys")
-    # 2. shares
-    keys = {str(k): _b64(v) for k, v in server.keys().items()}
+    def take_keys(
+        server: Any, offers: Mapping[str, Mapping[str, Any]], *, record: bool = True
+    ) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for site, doc in sorted(offers.items()):
+            try:
+                server.receive_keys(ids[site], _unb64(doc.get("keys")))
+                counts[site] = max(0, int(doc.get("num_examples", 0)))
+            except (SecAggError, ValueError, TypeError, FederationError) as e:
+                if record:  # keys for the next round only leave that site out of it
+                    lose({site: e})
+        return counts
+
+    def take_shares(server: Any, offers: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        shared = []
+        for site, doc in sorted(offers.items()):
+            try:
+                routed = {int(k): _unb64(v) for k, v in dict(doc.get("shares", {})).items()}
+                server.receive_shares(ids[site], routed)
+                shared.append(site)
+            except (SecAggError, ValueError, TypeError, FederationError) as e:
+                lose({site: e})
+        return shared
+
+    # 1. keys: only from sites outside the prepared session; one that answers means a
+    # site (re)joined, and the round starts afresh in the new session
+    fresh = secrets.token_hex(16)
+    missing = [s for s in sorted(ids) if prepared is None or s not in prepared.counts]
     answers, failures = parallel(
-        {
-            s: call(s, request(s, "secagg_shares", {"session": session, "keys": keys}), [])
-            for s in sorted(counts)
-        }
+        {s: call(s, request(s, "secagg_keys", {**start(fresh), "id": ids[s]}), []) for s in missing}
     )
     lose(failures)
-    shared: list[str] = []
-    for site, (doc, _) in sorted(answers.items()):
-        try:
-            routed = {int(k): _unb64(v) for k, v in dict(doc.get("shares", {})).items()}
-            server.receive_shares(ids[site], routed)
-            shared.append(site)
-        except (SecAggError, ValueError, TypeError, FederationError) as e:
-            lose({site: e})
-    enough(shared, "shares")
-    # 3. masked updates
+    if prepared is not None and not answers:
+        session, server = prepared.session, prepared.server
+        counts, shared = prepared.counts, prepared.shared
+        lose({s: FederationError("its shares for this round did not arrive", site=s)
+              for s in counts if s not in shared})  # fmt: skip
+        enough(shared, "shares")
+    else:
+        session, server = fresh, SecAggServer(params(round))
+        offers = {s: doc for s, (doc, _) in answers.items()}
+        rest = [s for s in sorted(ids) if s not in offers and s not in failures]
+        more, failures = parallel(
+            {s: call(s, request(s, "secagg_keys", {**start(fresh), "id": ids[s]}), [])
+             for s in rest}
+        )  # fmt: skip
+        lose(failures)
+        counts = take_keys(server, {**offers, **{s: doc for s, (doc, _) in more.items()}})
+        enough(sorted(counts), "keys")
+        # 2. shares
+        keys = {str(k): _b64(v) for k, v in server.keys().items()}
+        answers, failures = parallel(
+            {
+                s: call(s, request(s, "secagg_shares", {"session": session, "keys": keys}), [])
+                for s in sorted(counts)
+            }
+        )
+        lose(failures)
+        shared = take_shares(server, {s: doc for s, (doc, _) in answers.items()})
+        enough(shared, "shares")
+    # 3. masked updates (and the next round's keys)
+    following = secrets.token_hex(16)
     scale = float(sum(counts[s] for s in shared)) or 1.0
     calls = {}
     for s in shared:
         addressed = {str(u): _b64(c) for u, c in server.shares_for(ids[s]).items()}
-        spec = {"session": session, "shares": addressed, "scale": scale}
+        spec: dict[str, Any] = {"session": session, "shares": addressed, "scale": scale}
+        if prepare_next:
+            spec["next"] = {**start(following), "id": ids[s]}
         calls[s] = call(s, request(s, "train", spec), weights)
     answers, failures = parallel(calls)
     lose(failures)
+    ahead: dict[str, dict[str, Any]] = {}
     for site, (doc, masked) in sorted(answers.items()):
         try:
             if len(masked) != 1:
@@ -228,21 +262,23 @@ def secure_round(
             continue
         out.metrics[site] = {k: float(v) for k, v in dict(doc.get("metrics", {})).items()}
         out.docs[site] = doc
+        if prepare_next and isinstance(doc.get("next"), dict):
+            ahead[site] = doc["next"]
     survivors_ids, dropped_ids = server.unmask_request() if out.metrics else ([], [])
     enough([by_id[i] for i in survivors_ids], "masked update")
-    # 4. unmask
+    # 4. unmask (and the next round's shares)
+    upcoming = SecAggServer(params(round + 1)) if prepare_next else None
+    upcoming_counts = take_keys(upcoming, ahead, record=False) if upcoming is not None else {}
     spec = {"session": session, "survivors": survivors_ids, "dropped": dropped_ids}
-    following = secrets.token_hex(16)
-    unmask = {}
-    for i in survivors_ids:
-        ask = dict(spec)
-        if advertise_next:
-            ask["next"] = {**start, "session": following, "id": i}
-        unmask[by_id[i]] = request(by_id[i], "secagg_unmask", ask)
+    if upcoming is not None:
+        keys = {str(k): _b64(v) for k, v in upcoming.keys().items()}
+        spec["next"] = {"session": following, "keys": keys}
+    unmask = {by_id[i]: request(by_id[i], "secagg_unmask", spec) for i in survivors_ids}
     answers, failures = parallel({s: call(s, doc, []) for s, doc in unmask.items()})
     for site, error in failures.items():  # their updates count: only their shares are missing
         out.failures[site] = error
     answered = []
+    shares_ahead: dict[str, Any] = {}
     for site, (doc, _) in sorted(answers.items()):
         try:
             shares = {int(k): _unb64(v) for k, v in dict(doc.get("shares", {})).items()}
@@ -251,10 +287,19 @@ def secure_round(
         except (SecAggError, ValueError, TypeError, FederationError) as e:
             out.failures[site] = e
             continue
-        if advertise_next and isinstance(doc.get("next"), dict):
-            out.next.answers[site] = doc["next"]
+        if isinstance(doc.get("next"), dict):
+            shares_ahead[site] = doc["next"]
     enough(answered, "unmask")
-    out.next.session = following
+    if upcoming is not None:
+        shared_ahead = []
+        for site, doc in sorted(shares_ahead.items()):  # a bad one only leaves that site out
+            try:
+                routed = {int(k): _unb64(v) for k, v in dict(doc.get("shares", {})).items()}
+                upcoming.receive_shares(ids[site], routed)
+                shared_ahead.append(site)
+            except (SecAggError, ValueError, TypeError, FederationError):
+                continue
+        out.next = Prepared(following, upcoming, upcoming_counts, shared_ahead)
     total = server.aggregate()  # sum of n_i / scale * clipped delta_i over the survivors
     out.survivors = [by_id[i] for i in survivors_ids]
     out.num_examples = sum(counts[s] for s in out.survivors)

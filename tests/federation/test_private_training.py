@@ -160,3 +160,24 @@ def test_dp_and_a_dp_wrapper_together_are_refused(fed: Any) -> None:
         _train(fed, rounds=1, dp=dp, strategy=wrapped)
     with pytest.raises(PlanError, match="FedMedian needs every site's own update"):
         _train(fed, rounds=1, dp=dp, strategy=learn.FedMedian())
+
+
+def test_under_secure_aggregation_a_spent_site_refuses_at_the_keys_step(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from dalang import learn
+
+    root = tmp_path_factory.mktemp("private5")
+    _digits(root, 5)
+    budgets = {f"s{k}": _eps(2 if k < 2 else 10) + 0.01 for k in range(5)}
+    dp = learn.CentralDP(noise_multiplier=NOISE, clip=1.0, delta=DELTA)
+    with dl.Federation.local(_configs(root, budgets)) as fed:
+        result = _train(fed, "private", rounds=4, dp=dp, secure_aggregation=True)
+        spent = _spent(fed)
+    everyone = [f"s{k}" for k in range(5)]
+    assert [r.sites for r in result.history[:2]] == [everyone] * 2
+    assert all(r.sites == everyone[2:] and r.refused == ["s0", "s1"] for r in result.history[2:])
+    assert [r.epsilon for r in result.history] == pytest.approx([_eps(r) for r in range(1, 5)])
+    # refused before anything was masked or charged: s0 and s1 paid for two rounds only
+    assert spent["s0"] == pytest.approx(_eps(2)) and spent["s1"] == pytest.approx(_eps(2))
+    assert spent["s4"] == pytest.approx(_eps(4))

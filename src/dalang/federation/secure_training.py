@@ -117,11 +117,14 @@ def charge_training(
     request: TrainRequest,
     datasets: Sequence[str],
     policies: Mapping[str, Policy],
+    *,
+    check_only: bool = False,
 ) -> float:
     """Charge one training round to the budget of every dataset read that has one.
 
     A dataset whose egress is ``dp`` trains only under DP. Raises BudgetExhausted (nothing
     charged) once a budget cannot pay for the round; returns the epsilon charged.
+    ``check_only``: raise as a charge would, charge nothing (a site refusing a round early).
     """
     dp = DPRequest.from_request(request)
     budgeted = sorted({d for d in datasets if policies[d].epsilon_budget is not None})
@@ -149,11 +152,27 @@ def charge_training(
         budget = policies[name].epsilon_budget
         assert budget is not None
         ledger.check(name, epsilon, budget=budget)
+    if check_only:
+        return epsilon
     for name in budgeted:
         budget = policies[name].epsilon_budget
         assert budget is not None
         ledger.charge(name, epsilon, budget=budget, request_id=request_id)
     return epsilon
+
+
+def can_train(
+    ledger: BudgetLedger,
+    request: TrainRequest,
+    datasets: Sequence[str],
+    policies: Mapping[str, Policy],
+) -> bool:
+    """Whether the budgets could pay for one more round of this run."""
+    try:
+        charge_training(ledger, request, datasets, policies, check_only=True)
+    except PolicyViolation:
+        return False
+    return True
 
 
 def private_update(weights: Weights, new: Weights, dp: DPRequest | None) -> Weights:
@@ -318,11 +337,13 @@ class MaskingSessions:
         dp: DPRequest | None,
         *,
         num_examples: int,
+        join_next: bool = True,
     ) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
         """The masked ``train``: the clipped update, weighted, quantised and masked.
 
         With ``secagg.next`` (the keys step of round + 1, a new session), also the keys of
-        that session: ``(masked update, {"next": keys} or {})``.
+        that session: ``(masked update, {"next": keys} or {})``; not when ``join_next`` is
+        false (the site will not take part in the next round, e.g. its budget is spent).
         """
         from dalang.learn.secagg import SecAggError
 
@@ -346,7 +367,7 @@ class MaskingSessions:
         session.step = "unmask"  # one masked update per session, whatever happens next
         out: np.ndarray[Any, Any] = session.client.masked_update(delta)
         following = spec.get("next")
-        if following is None:
+        if following is None or not join_next:
             return out, {}
         if not isinstance(following, dict) or following.get("session") == spec.get("session"):
             raise InvalidPlan("'secagg.next' must start a new session")

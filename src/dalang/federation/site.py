@@ -440,7 +440,8 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
             return T.describe(data), []
         if request.kind == T.EXCHANGE_EVALUATE:
             return {"metrics": T.evaluate(trainer, weights, data)}, []
-        if request.kind == T.EXCHANGE_SECAGG_KEYS:
+        if request.kind == T.EXCHANGE_SECAGG_KEYS:  # a spent budget refuses the round here
+            ST.charge_training(self.ledger, request, datasets, self.policies, check_only=True)
             return self._masking.advertise(request, num_examples=int(data.y_fit.size)), []
         if request.kind == T.EXCHANGE_SECAGG_SHARES:
             return self._masking.share(request), []
@@ -460,7 +461,12 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
         doc["metrics"] = metrics
         if request.secagg is not None:
             masked, ahead = self._masking.masked(
-                request, weights, new, dp, num_examples=int(data.y_fit.size)
+                request,
+                weights,
+                new,
+                dp,
+                num_examples=int(data.y_fit.size),
+                join_next=ST.can_train(self.ledger, request, datasets, self.policies),
             )
             return {**doc, **ahead}, [masked]
         return doc, ST.private_update(weights, new, dp)

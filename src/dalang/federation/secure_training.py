@@ -33,8 +33,9 @@ from dalang.federation.config import Policy
 from dalang.federation.privacy import BudgetLedger, new_rng
 from dalang.federation.training import TrainRequest, Weights
 
-#: How long a masking session waits for its next step, and how many a site keeps at once.
-SESSION_TTL_S = 600.0
+#: How long a masking session waits for its next step (a prepared session waits through a
+#: whole round of training), and how many a site keeps at once.
+SESSION_TTL_S = 3600.0
 MAX_SESSIONS = 64
 _SESSION_CHARS = frozenset("0123456789abcdef")
 
@@ -252,6 +253,7 @@ class MaskingSessions:
             raise InvalidPlan(
                 f"masking step out of order: this session expects {session.step!r} next"
             )
+        session.created = time.monotonic()  # the wait is counted from the last step
         return sid, session
 
     def _expire(self) -> None:

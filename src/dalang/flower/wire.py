@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from dalang.errors import InvalidPlan
+from dalang.federation.training import DOC_KEY, doc_of
 
 #: The exchange ``kind`` a site answers with a Flower ClientApp.
 EXCHANGE_FLOWER = "flower"
@@ -34,7 +35,6 @@ STEP_MESSAGE = "message"
 STEPS = (STEP_CHECK, STEP_MESSAGE)
 #: Largest piece of a message in one record batch (bytes).
 MAX_PIECE_BYTES = 64 << 20
-DOC_KEY = b"dalang_doc"
 PARTS_KEY = b"dalang_parts"
 _SCALARS = (bool, int, float, str)
 
@@ -166,18 +166,8 @@ def parts_from_batches(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> 
     return parts
 
 
-def doc_from_schema(schema: pa.Schema) -> dict[str, Any]:
-    """The JSON document in a stream's schema metadata (``{}`` when there is none)."""
-    raw = (schema.metadata or {}).get(DOC_KEY)
-    if raw is None:
-        return {}
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise InvalidPlan("the Flower exchange document is not JSON") from None
-    if not isinstance(doc, dict):
-        raise InvalidPlan("the Flower exchange document must be a JSON object")
-    return doc
+#: The JSON document of a stream, read like the training exchange's.
+doc_from_schema = doc_of
 
 
 # ---- the request -----------------------------------------------------------------------------

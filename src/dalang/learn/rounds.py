@@ -8,7 +8,8 @@ an ``evaluate`` exchange of its own), so a round costs one exchange per site. Un
 ``secure_aggregation`` the updates arrive masked (:mod:`dalang.learn.secure_rounds`);
 under ``dp`` they are clipped at the sites and noised at the sites or here. Weights and
 history are checkpointed to ``$DALANG_HOME/runs/<run_id>/`` once a round is evaluated;
-``resume=run_id`` continues there.
+``resume=run_id`` continues there. An asynchronous strategy (``learn.FedBuff``) runs
+without rounds: :mod:`dalang.learn.async_rounds`.
 
 Examples
 --------
@@ -245,8 +246,21 @@ def train(
 ) -> TrainResult:
     """Train ``trainer`` over the sites that hold ``data``; see ``Federation.train``."""
     from dalang.learn.dp import TrainingDP
-    from dalang.learn.strategies import DPFixedClipping
+    from dalang.learn.strategies import DPFixedClipping, is_asynchronous
 
+    asynchronous = is_asynchronous(strategy)
+    if asynchronous and secure_aggregation:
+        raise PlanError(
+            f"{type(strategy).__name__} aggregates each site's update as it arrives, but secure "
+            "aggregation unmasks only the sum of one round's updates; use a synchronous "
+            "averaging strategy (FedAvg, FedProx, FedAvgM, FedAdam, ...) with "
+            "secure_aggregation=True, or train asynchronously without it"
+        )
+    if asynchronous and dp is not None:
+        raise PlanError(
+            f"dp=... is not supported with the asynchronous {type(strategy).__name__} (its "
+            "accountant counts synchronous rounds); use a synchronous strategy with dp="
+        )
     if rounds < 1 or min_sites < 1 or round_timeout <= 0:
         raise PlanError("rounds and min_sites must be at least 1, round_timeout positive")
     if not norm_bound > 0:
@@ -331,12 +345,14 @@ def train(
         pending: RoundRecord | None = None
         prepared: Prepared | None = None  # secure aggregation: the next session, set up
 
-        def finish(record: RoundRecord, evaluated: Sequence[EvalResult]) -> None:
+        def finish(
+            record: RoundRecord, evaluated: Sequence[EvalResult], at: Weights | None = None
+        ) -> None:
             record.metrics.update(_weighted(evaluated))
             history.append(record)
             if written:
                 written.pop().result()  # the previous checkpoint (and on_round) went well
-            snapshot, model = list(history), list(weights)
+            snapshot, model = list(history), list(weights if at is None else at)
 
             def write() -> None:
                 save_checkpoint(directory, meta=meta, weights=model, history=snapshot)
@@ -349,7 +365,19 @@ def train(
             finish(record, _evaluate(pool, plans, config, call, weights, record.round,
                                      round_timeout, record.sites))  # fmt: skip
 
-        for rnd in range(len(history) + 1, rounds + 1):
+        if asynchronous:
+            from dalang.learn.async_rounds import train_async
+
+            weights = train_async(
+                pool=pool, plans=plans, config=config, call=call, strategy=strategy,
+                weights=weights, rounds=rounds, done=len(history), min_sites=min_sites,
+                round_timeout=round_timeout, norm_bound=bound, extra=privacy,
+                directory=directory, run_id=run_id, finish=finish,
+                evaluate=lambda model, rnd, sites: _evaluate(
+                    pool, plans, config, call, model, rnd, round_timeout, sites
+                ),
+            )  # fmt: skip
+        for rnd in range(len(history) + 1, rounds + 1) if not asynchronous else ():
             started = time.perf_counter()
             extra = {**dict(strategy.configure_fit(rnd) or {}), **privacy}
             if pending is not None:

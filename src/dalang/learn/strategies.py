@@ -37,6 +37,15 @@ class Strategy(Protocol):
         ...
 
 
+def is_asynchronous(strategy: Any) -> bool:
+    """Whether ``strategy`` takes updates as they arrive (``asynchronous = True``, as FedBuff).
+
+    Such a strategy also has ``buffer_size`` (updates per new model), ``version`` (models
+    made since ``initialize``) and ``applied`` (the updates the last ``aggregate`` applied).
+    """
+    return getattr(strategy, "asynchronous", False) is True
+
+
 def weighted_average(tensors: Sequence[Weights], coefficients: Sequence[float]) -> Weights:
     """``sum_i coefficients[i] * tensors[i]``, tensor by tensor, in blocks that stay in cache.
 
@@ -359,6 +368,10 @@ class FedBuff(FedAvg):
     ``server_lr * sum(s(staleness) * delta) / buffer_size`` with ``s(t) = (1 + t) ** -a``,
     ``a = staleness_weight`` (or ``staleness_weight`` itself when it is a function).
     Updates staler than ``max_staleness`` are dropped.
+
+    ``learn.simulate`` and ``fed.train`` run it asynchronously (``asynchronous = True``):
+    they hand it each update as it arrives, with ``staleness`` set, and read ``version``
+    and ``applied`` to see when the model moved and which updates moved it.
     """
 
     aggregates_mean = False
@@ -381,14 +394,18 @@ class FedBuff(FedAvg):
         self.max_staleness = int(max_staleness)
         self.version = 0
         self._history: dict[int, Weights] = {}
-        self._buffer: list[tuple[Weights, float]] = []
+        self._buffer: list[tuple[Weights, float, FitResult]] = []
         self.dropped = 0
+        #: The updates (site, staleness, metrics; no weights) that the last ``aggregate``
+        #: call applied, oldest first: ``buffer_size`` per new version.
+        self.applied: list[FitResult] = []
 
     def initialize(self, weights: Weights) -> Weights:
         self.version = 0
         self._history = {0: weights}
         self._buffer = []
         self.dropped = 0
+        self.applied = []
         return weights
 
     def weight(self, staleness: int) -> float:
@@ -404,19 +421,23 @@ class FedBuff(FedAvg):
 
     def aggregate(self, round: int, current: Weights, results: list[FitResult]) -> Weights:
         self._history.setdefault(self.version, current)
+        self.applied = []
         for r in results:
             base = self._history.get(self.version - r.staleness)
             if r.staleness < 0 or r.staleness > self.max_staleness or base is None:
                 self.dropped += 1
                 continue
             delta = [w - b for w, b in zip(r.weights, base, strict=True)]
-            self._buffer.append((delta, self.weight(r.staleness)))
+            seen = FitResult(r.site, [], r.num_examples, r.metrics, r.staleness)
+            self._buffer.append((delta, self.weight(r.staleness), seen))
         new = current
         while len(self._buffer) >= self.buffer_size:
             batch, self._buffer = self._buffer[: self.buffer_size], self._buffer[self.buffer_size :]
             step = weighted_average(
-                [d for d, _ in batch], [self.server_lr * s / self.buffer_size for _, s in batch]
+                [d for d, _, _ in batch],
+                [self.server_lr * s / self.buffer_size for _, s, _ in batch],
             )
+            self.applied.extend(r for _, _, r in batch)
             new = [c + s for c, s in zip(new, step, strict=True)]
             self.version += 1
             self._history[self.version] = new

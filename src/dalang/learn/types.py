@@ -45,6 +45,12 @@ class RoundRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     epsilon: float | None = None
     seconds: float = 0.0
+    #: Asynchronous runs: each update's staleness (model versions since the one its site
+    #: trained from), aligned with ``sites``.
+    staleness: list[int] = field(default_factory=list)
+    #: Seconds on the run's clock when the round (aggregation) ended: virtual seconds in
+    #: ``learn.simulate``, wall seconds since the start in an asynchronous ``fed.train``.
+    clock: float | None = None
 
 
 class Model:

@@ -1,0 +1,115 @@
+"""Asynchronous training (FedBuff) over real site processes: a straggler, a dying site, resume."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from test_training import COLUMNS, LR, _configs, _digits
+
+import dalang as dl
+from dalang.errors import FederationError, PlanError
+
+pytest.importorskip("sklearn")
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[pa.Table]]:
+    root = tmp_path_factory.mktemp("async")
+    return root, _digits(root)
+
+
+SLOW = 0.1  # seconds the straggler sleeps before each local step (the others take ~5 ms)
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DALANG_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="module")
+def fed(digits: tuple[Path, list[pa.Table]]) -> Any:
+    """Three sites; s2 is a straggler."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("PYTHONPATH", str(Path(__file__).parent))
+        m.setenv("DALANG_TEST_SLOW_SECONDS", str(SLOW))
+        with dl.Federation.local(_configs(digits[0], s2={"udf_modules": ["_slow_site"]})) as f:
+            yield f
+
+
+def _train(fed: Any, **kw: Any) -> Any:
+    from dalang import learn
+
+    args: dict[str, Any] = {
+        "features": COLUMNS,
+        "label": "y",
+        "trainer": learn.LogisticRegression(),
+        "strategy": learn.FedBuff(buffer_size=2),
+        "rounds": 20,
+        "lr": LR,
+        "round_timeout": 10.0,
+        **kw,
+    }
+    return fed.train(fed.table("digits"), **args)
+
+
+def test_fedbuff_over_sites_uses_the_fast_sites_more_and_does_not_wait_for_a_straggler(
+    fed: Any,
+) -> None:
+    from dalang import learn
+
+    rounds = 40
+    result = _train(fed, rounds=rounds, strategy=learn.FedBuff(buffer_size=2, max_staleness=50))
+    history = result.history
+    assert [r.round for r in history] == list(range(1, rounds + 1))
+    assert all(len(r.sites) == 2 == len(r.staleness) for r in history)
+    used = Counter(site for r in history for site in r.sites)
+    assert used["s0"] > used["s2"] and used["s1"] > used["s2"], used
+    # the straggler's updates count too, made from an older model
+    slow = [t for r in history for s, t in zip(r.sites, r.staleness, strict=True) if s == "s2"]
+    assert slow and all(t >= 1 for t in slow), used
+    # synchronous rounds wait for the straggler: they cannot take less than rounds * SLOW
+    clocks = [r.clock for r in history]
+    assert all(c is not None for c in clocks) and clocks == sorted(clocks)  # type: ignore[type-var]
+    assert history[-1].clock is not None and history[-1].clock < rounds * SLOW
+    assert history[-1].metrics["accuracy"] > 0.9
+    assert history[-1].metrics["num_examples"] > 0
+
+
+def test_a_site_dying_in_async_training_is_left_out(digits: tuple[Path, list[pa.Table]]) -> None:
+    configs = _configs(digits[0], s2={"udf_modules": ["_crashing_site"]})
+    with dl.Federation.local(configs) as fed:
+        result = _train(fed, rounds=8, min_sites=2)
+        with pytest.raises(FederationError, match="fewer than min_sites=3"):
+            _train(fed, rounds=2, min_sites=3)
+    dropped = [r.round for r in result.history if "s2" in r.dropped]
+    assert len(dropped) == 1
+    assert all(r.sites in (["s0", "s1"], ["s1", "s0"]) for r in result.history[dropped[0] :])
+    assert result.history[-1].metrics["accuracy"] > 0.85
+
+
+def test_async_training_resumes_from_its_checkpoint(fed: Any) -> None:
+    first = _train(fed, rounds=3)
+    resumed = _train(fed, rounds=6, resume=first.run_id)
+    assert resumed.run_id == first.run_id
+    assert [r.round for r in resumed.history] == [1, 2, 3, 4, 5, 6]
+    assert resumed.history[:3] == first.history
+    assert resumed.history[-1].metrics["accuracy"] > 0.85
+
+
+def test_secure_aggregation_and_dp_are_refused_with_fedbuff() -> None:
+    from dalang import learn
+    from dalang.learn.rounds import train
+
+    for extra, match in (
+        ({"secure_aggregation": True}, "secure aggregation unmasks only the sum"),
+        ({"dp": learn.CentralDP(noise_multiplier=1.0, clip=1.0)}, "not supported with the async"),
+    ):
+        with pytest.raises(PlanError, match=match):
+            train(None, None, features=COLUMNS, label="y",  # type: ignore[arg-type]
+                  trainer=learn.LogisticRegression(), strategy=learn.FedBuff(), rounds=2,
+                  **extra)  # fmt: skip

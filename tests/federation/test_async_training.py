@@ -106,7 +106,7 @@ def test_secure_aggregation_and_dp_are_refused_with_fedbuff() -> None:
     from dalang.learn.rounds import train
 
     for extra, match in (
-        ({"secure_aggregation": True}, "secure aggregation unmasks only the sum"),
+        ({"secure_aggregation": True}, "asynchronous.*secure aggregation unmasks only the sum"),
         ({"dp": learn.CentralDP(noise_multiplier=1.0, clip=1.0)}, "not supported with the async"),
     ):
         with pytest.raises(PlanError, match=match):

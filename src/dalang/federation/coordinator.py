@@ -621,6 +621,17 @@ class Federation:
         ``norm_bound``: the largest L2 norm of ``update - global`` accepted (plain) or
         clipped to at the sites (secure aggregation); default 1e4.
 
+        An asynchronous strategy (``learn.FedBuff(buffer_size=..., staleness_weight=...)``)
+        trains without rounds: each site is sent the current model, every answer is
+        checked and handed to the strategy with its staleness as it arrives, and once
+        ``buffer_size`` are in the model moves and the sites that answered are sent it,
+        while slow sites keep working. ``rounds`` then counts model versions; each record's
+        ``sites`` and ``staleness`` are the updates that made it, ``clock`` the seconds
+        since the start. ``round_timeout`` bounds one site's exchange; a site that misses
+        it or fails is left out for the rest of the run, which stops with
+        ``FederationError`` once fewer than ``min_sites`` (or ``buffer_size``) sites are
+        left. It refuses ``secure_aggregation`` and ``dp``.
+
         Returns a :class:`dalang.learn.TrainResult` (``model``, ``history``, ``run_id``).
 
         Examples

@@ -251,8 +251,9 @@ def train(
     asynchronous = is_asynchronous(strategy)
     if asynchronous and secure_aggregation:
         raise PlanError(
-            f"{type(strategy).__name__} aggregates each site's update as it arrives, but secure "
-            "aggregation unmasks only the sum of one round's updates; use a synchronous "
+            f"{type(strategy).__name__} needs every site's own update, as it arrives (it is "
+            "asynchronous), but secure aggregation unmasks only the sum of one round's "
+            "updates; use a synchronous "
             "averaging strategy (FedAvg, FedProx, FedAvgM, FedAdam, ...) with "
             "secure_aggregation=True, or train asynchronously without it"
         )

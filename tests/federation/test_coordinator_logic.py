@@ -244,3 +244,21 @@ def test_local_with_a_missing_or_broken_config_says_which(tmp_path: Path) -> Non
     broken.write_text("[site\nname = 'a'\n")
     with pytest.raises(PlanError, match=r"broken\.toml.*not valid TOML"):
         dl.Federation.local([broken])
+
+
+def test_two_federations_with_the_same_names_keep_their_own_schemas() -> None:
+    # plan caches are process-wide: a dataset is known by site, name and schema
+    first, _ = _fed(egress="rows")
+    wider = [t.append_column("segment", pa.array(["retail"] * t.num_rows)) for t in TABLES]
+    transports = [
+        InMemoryTransport(f"s{i}", {"tx": (t, {"egress": "rows", "min_group_size": 1})})
+        for i, t in enumerate(wider)
+    ]
+    second = dl.Federation(transports, context=dl.Context(history=False, progress=False))
+    try:
+        assert first.table("tx").columns == ["customer_id", "amount", "channel"]
+        q = second.table("tx").group_by("segment").agg(n=dl.count())
+        assert q.collect() == [{"segment": "retail", "n": sum(t.num_rows for t in TABLES)}]
+    finally:
+        first.close()
+        second.close()

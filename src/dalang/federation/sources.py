@@ -27,15 +27,18 @@ class SiteSource(Source):
     rows: int | None = None
     kind = "site"
 
+    # The schema is part of the identity: plan caches (``infer_schema``, placed plans) must
+    # not hand one federation's ``branch_a.transactions`` to another's with other columns.
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, SiteSource)
             and other.site == self.site
             and other.dataset == self.dataset
+            and other.site_schema.equals(self.site_schema, check_metadata=False)
         )
 
     def __hash__(self) -> int:
-        return hash(("site", self.site, self.dataset))
+        return hash(("site", self.site, self.dataset, tuple(self.site_schema.names)))
 
     @property
     def name(self) -> str:

@@ -122,6 +122,11 @@ def simulate(
     >>> result = simulate(X, y, clients=4, rounds=3, lr=0.5)
     >>> result.history[-1].metrics["accuracy"] > 0.9
     True
+    >>> from dalang.learn.strategies import FedBuff
+    >>> late = simulate(X, y, strategy=FedBuff(buffer_size=2), clients=4, rounds=6, lr=0.5,
+    ...                 client_latency=[1.0, 1.0, 1.0, 10.0])
+    >>> late.history[-1].clock < 10.0, late.history[-1].metrics["accuracy"] > 0.9
+    (True, True)
     """
     X = np.asarray(X)
     y = np.asarray(y)

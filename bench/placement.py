@@ -385,11 +385,17 @@ def _take_turns(
     runs: dict[str, list[float]],
     repeat: int,
     max_seconds: float,
+    min_seconds: float,
 ) -> int:
-    """Rounds of one run each, in a rotating order; returns how many rounds ran."""
+    """Rounds of one run each, in a rotating order; returns how many rounds ran.
+
+    At least ``repeat`` rounds, and more (up to 25) until ``min_seconds`` have passed.
+    """
     started = time.perf_counter()
     rounds = 0
-    while runners and (rounds < repeat or (rounds < 25 and time.perf_counter() - started < 1.0)):
+    while runners and (
+        rounds < repeat or (rounds < 25 and time.perf_counter() - started < min_seconds)
+    ):
         # the order rotates: whoever runs right after another engine pays for cold caches
         order = list(runners.items())
         shift = rounds % len(order)
@@ -416,8 +422,8 @@ def run_case(
 
     The runners take turns, one run each per round in a rotating order, so a burst
     of load on the machine (or cold caches after another engine) hits them all alike;
-    small cases get more rounds (up to 25, about a second in all) so that their medians
-    are steady.
+    small cases get more rounds (up to 25, about two seconds in all) so that their
+    medians are steady. Spark takes its turns first, on its own (see ``_take_turns``).
     """
     build = SHAPES[shape]
     runners: dict[str, Callable[[], pa.Table]] = {}
@@ -450,11 +456,11 @@ def run_case(
     # Spark first, on its own: its JVM keeps working for a while after a job (GC, cleanup)
     # on the same 2 cores, which would slow whoever ran right after it
     jvm = {k: v for k, v in runners.items() if k == "spark"}
-    _take_turns(jvm, runs, repeat, max_seconds)
+    _take_turns(jvm, runs, repeat, max_seconds, 1.0)
     if jvm:
         time.sleep(JVM_SETTLE_S)
     rounds = _take_turns(
-        {k: v for k, v in runners.items() if k not in jvm}, runs, repeat, max_seconds
+        {k: v for k, v in runners.items() if k not in jvm}, runs, repeat, max_seconds, 2.0
     )
     timings = {name: median(r) for name, r in runs.items() if r}
     forced_times = {k: v for k, v in timings.items() if not k.startswith("auto:")}

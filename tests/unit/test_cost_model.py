@@ -224,3 +224,67 @@ def _scan_estimate(ctx: dl.Context, ds: dl.Dataset) -> float:
     placed = ctx.plan(ds.node)
     scans = [n for n in walk_plan(placed.root) if isinstance(n, Scan)]
     return placed.estimates[id(scans[0])].rows
+
+
+# ---- databases -------------------------------------------------------------------------
+def _sqlite_fact(tmp_path: Path, rows: int) -> str:
+    import sqlite3
+
+    path = tmp_path / "fact.db"
+    rng = np.random.default_rng(7)
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE fact (k INTEGER, fk INTEGER, x REAL, v INTEGER)")
+        con.executemany(
+            "INSERT INTO fact VALUES (?, ?, ?, ?)",
+            zip(
+                rng.integers(0, 100, rows).tolist(),
+                rng.integers(0, 1_000, rows).tolist(),
+                rng.random(rows).tolist(),
+                rng.integers(0, 1_000, rows).tolist(),
+                strict=True,
+            ),
+        )
+        con.execute("CREATE TABLE dim (d_key INTEGER, d_weight REAL)")
+        con.executemany("INSERT INTO dim VALUES (?, ?)", [(i, i / 1_000) for i in range(1_000)])
+    return f"sqlite:///{path}"
+
+
+def _platforms_of(ctx: dl.Context, ds: dl.Dataset) -> set[str]:
+    placed = ctx.plan(ds.node)
+    return {placed.platform_of(n).name.split("@", 1)[0] for n in walk_plan(placed.root)}
+
+
+def test_sqlite_aggregates_and_joins_of_ten_thousand_rows_stay_inside_it(tmp_path: Path) -> None:
+    """SQLite scans at ~35 ns a row (bench/placement.py): pulling 10^4 rows out costs more.
+
+    With SQLite's per-row cost at 200 ns (as if every row were sent out) the group-by
+    ran in python and the join in polars, 1.2-1.3x slower than one query in SQLite.
+    """
+    uri = _sqlite_fact(tmp_path, 10_000)
+    ctx = dl.Context(platforms=["python", "polars", "duckdb"], history=False, progress=False)
+    agg = (
+        ctx.read_table(uri, "fact")
+        .filter(dl.col("x") < 0.01)
+        .group_by("k")
+        .agg(total=dl.col("v").sum(), n=dl.count())
+    )
+    assert _platforms_of(ctx, agg) == {"sqlite"}
+    joined = (
+        ctx.read_table(uri, "fact")
+        .join(ctx.read_table(uri, "dim"), left_on="fk", right_on="d_key")
+        .group_by("k")
+        .agg(weighted=(dl.col("v") * dl.col("d_weight")).sum())
+    )
+    assert _platforms_of(ctx, joined) == {"sqlite"}
+    assert agg.to_arrow().num_rows == len({r["k"] for r in agg.to_arrow().to_pylist()})
+
+
+def test_a_large_sort_is_not_left_to_sqlite(tmp_path: Path) -> None:
+    """SQLite's sorter spills to disk: ~2.4 s for 10^6 rows, where DuckDB takes ~0.1 s."""
+    from dalang.platforms.database import DATABASE_COSTS
+
+    sqlite = DATABASE_COSTS["sqlite"]
+    sort_1m = sqlite.operator_cost("Sort", 1e6, 8e6)
+    scan_1m = sqlite.operator_cost("Scan.filtered", 1e6, 24e6)
+    assert sort_1m > 1.0
+    assert scan_1m < 0.1

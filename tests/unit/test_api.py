@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -78,3 +79,21 @@ def test_nothing_runs_until_a_sink(ctx: dl.Context, orders: dl.Dataset) -> None:
 def test_unknown_platform_lists_known() -> None:
     with pytest.raises(PlanError, match="duckdb"):
         dl.Context(platforms=["dask"])
+
+
+def test_a_rewritten_file_is_read_with_its_new_columns(tmp_path: Path) -> None:
+    # plan caches live for the whole process; a file rewritten in a notebook must not
+    # keep the columns it had when it was first read
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "t.parquet"
+    ctx = dl.Context(history=False, progress=False)
+    pq.write_table(pa.table({"a": [1, 2]}), path)
+    assert ctx.read_parquet(path).select("a").collect() == [{"a": 1}, {"a": 2}]
+    pq.write_table(pa.table({"b": [3, 4], "c": [5, 6]}), path)
+    assert ctx.read_parquet(path).select("b").collect() == [{"b": 3}, {"b": 4}]
+    csv = tmp_path / "t.csv"
+    csv.write_text("x\n1\n")
+    assert ctx.read_csv(csv).columns == ["x"]
+    csv.write_text("y,z\n1,2\n3,4\n")
+    assert ctx.read_csv(csv).columns == ["y", "z"]

@@ -26,6 +26,15 @@ def _check_path(path: str) -> None:
         raise SourceNotFound(path)
 
 
+def _file_stamp(path: str) -> tuple[int, int] | None:
+    """Modification time and size of ``path`` (None when it cannot be read yet)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
 def _arrow_filter(predicate: ExprNode | None) -> Any:
     if predicate is None:
         return None
@@ -44,11 +53,20 @@ def _rows_per_byte(path: str) -> float:
 class _FileSource(Source):
     path: str
 
+    def __post_init__(self) -> None:
+        # Which version of the file this is: plan caches are process-wide, and a file
+        # rewritten with other columns must not be taken for the one read before.
+        object.__setattr__(self, "_stamp", _file_stamp(self.path))
+
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._key == other._key  # type: ignore[attr-defined]
+        return (
+            type(other) is type(self)
+            and self._key == other._key  # type: ignore[attr-defined]
+            and self._stamp == other._stamp  # type: ignore[attr-defined]
+        )
 
     def __hash__(self) -> int:
-        return hash(self._key)
+        return hash((self._key, self._stamp))  # type: ignore[attr-defined]
 
     @property
     def _key(self) -> tuple[Any, ...]:

@@ -36,8 +36,11 @@ after learning from the execution history: every cell's pipeline runs
 ``--train-runs`` times on a Context with history on (learned cardinalities;
 constants refitted every 20 runs), then learning is frozen and the cells are
 measured. Forced choices do not depend on the cost model, so they are timed
-once per cell; an automatic plan is timed once per distinct placement (models
-that place a cell alike share its timing). Also measured: the optimizer's own
+once per cell; an automatic plan is timed once per distinct placement: one
+placed exactly like a forced choice or like another model's (the same operators
+on the same platforms) is that plan and shares its timing (``timed_as`` in the
+JSON), since timing the same plan twice measures only the machine's noise. Also
+measured: the optimizer's own
 time, ``ctx.plan(node, cached=False)``, for a 30-operator plan.
 
 Targets: automatic placement within 1.2x of the fastest forced choice in >= 90%
@@ -441,10 +444,10 @@ def run_case(
         if name.startswith("auto:"):
             model = name.removeprefix("auto:")
             auto_info[model] = {"platforms": sorted({p for _, p in signature})}
-            if signature in timed_as:  # placed like another model: same plan, same timing
+            if signature in timed_as:  # placed like a forced choice or another model
                 auto_info[model]["timed_as"] = timed_as[signature]
                 continue
-            timed_as[signature] = name
+        timed_as.setdefault(signature, name)
         try:
             results[name] = _result_key(dataset.to_arrow())  # also warms caches
         except Exception as exc:

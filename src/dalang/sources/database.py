@@ -58,6 +58,8 @@ SCHEMES: dict[str, tuple[str, str]] = {
     "mariadb": ("mysql", "mysql"),
 }
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
+#: Rows per Arrow batch read from SQLite (the driver's default is 1,024).
+SQLITE_BATCH_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,13 @@ class Database:
             if self.uri.kind == "mysql":
                 return self._fetch_connectorx(sql)
             with self.connection() as con, con.cursor() as cur:
+                if self.uri.kind == "sqlite":
+                    # ADBC's SQLite driver sends 1,024-row batches by default: DuckDB then
+                    # scans ~1,000 chunks per million rows, 4x slower than 16 large ones
+                    with suppress(Exception):  # an older driver: keep its default
+                        cur.adbc_statement.set_options(
+                            **{"adbc.sqlite.query.batch_rows": str(SQLITE_BATCH_ROWS)}
+                        )
                 cur.execute(sql)
                 return _plain(cur.fetch_arrow_table())
         except (DatabaseError, SourceNotFound):

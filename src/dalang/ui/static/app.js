@@ -31,6 +31,8 @@ function fmtBytes(n) {
 }
 function fmtSecs(s) { return s === null || s === undefined ? "—" : s < 1 ? `${(s * 1e3).toFixed(1)} ms` : `${s.toFixed(2)} s`; }
 function fmtRows(n) { return n === null || n === undefined ? "—" : n >= 1e6 ? `${(n / 1e6).toFixed(1)}M` : n >= 1e4 ? `${Math.round(n / 1e3)}k` : `${Math.round(n)}`; }
+// 12 significant digits: 207484.65999999997 shows as 207484.66, integers as they are
+function fmtValue(v) { return Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(12))); }
 function fmtNum(v, digits = 4) { return v === null || v === undefined ? "—" : Number(v).toFixed(digits); }
 
 class Unauthorized extends Error {}
@@ -273,7 +275,7 @@ function showResult(r) {
   $("#result-meta").textContent = `${r.row_count} rows${r.truncated ? " (first 500 shown)" : ""} · ${fmtSecs(r.seconds)} · ${fmtBytes(r.bytes_moved)} moved from ${r.transfers.length} site fragment(s)` + (r.missing.length ? ` · missing sites: ${r.missing.join(", ")}` : "");
   $("#result-notes").textContent = r.notes.join(" ");
   $("#result-table thead").replaceChildren(el("tr", {}, ...r.columns.map((c) => el("th", { text: c.name, title: c.type }))));
-  fill($("#result-table tbody"), r.rows.map((row) => el("tr", {}, ...row.map((v) => el("td", { text: v === null ? "null" : typeof v === "number" ? String(v) : v })))));
+  fill($("#result-table tbody"), r.rows.map((row) => el("tr", {}, ...row.map((v) => el("td", { text: v === null ? "null" : typeof v === "number" ? fmtValue(v) : v })))));
   $("#plan-text").textContent = r.plan_text;
   drawPlan($("#plan-graph"), r.plan);
 }

@@ -16,15 +16,11 @@ from typing import Any
 GENESIS = "0" * 64
 
 
-def _entry_hash(entry: dict[str, Any]) -> str:
+def entry_hash(entry: dict[str, Any]) -> str:
+    """The hash an entry must carry (sha256 of its canonical JSON without ``hash``)."""
     body = {k: v for k, v in entry.items() if k != "hash"}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def entry_hash(entry: dict[str, Any]) -> str:
-    """The hash an entry must carry (sha256 of its canonical JSON without ``hash``)."""
-    return _entry_hash(entry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +73,7 @@ class AuditLog:
         with self._lock:
             entry: dict[str, Any] = {"seq": self._seq + 1, "time": time.time(), **fields}
             entry["prev"] = self._prev
-            entry["hash"] = _entry_hash(entry)
+            entry["hash"] = entry_hash(entry)
             line = json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n"
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as f:
@@ -122,7 +118,7 @@ def verify_log(path: str | os.PathLike[str]) -> VerifyResult:
                     return VerifyResult(False, n, "not JSON (changed)", lineno)
                 if not isinstance(entry, dict):
                     return VerifyResult(False, n, "not an entry (changed)", lineno)
-                if entry.get("hash") != _entry_hash(entry):
+                if entry.get("hash") != entry_hash(entry):
                     return VerifyResult(
                         False, n, "hash does not match its content (changed)", lineno
                     )

@@ -444,11 +444,8 @@ class Database:
         kind = self.uri.kind
         try:
             if kind == "postgresql":
-                import json
-
-                plan = self.rows(f"EXPLAIN (FORMAT JSON) {query}")[0][0]
-                doc = json.loads(plan) if isinstance(plan, str) else plan
-                return float(doc[0]["Plan"]["Plan Rows"])
+                estimate = self.planner_rows(query)
+                return 1000.0 if estimate is None else estimate
             if kind == "mysql":
                 with self.connection() as con, con.cursor() as cur:
                     cur.execute(f"EXPLAIN {query}")

@@ -82,15 +82,19 @@ def _plain(table: pa.Table) -> pa.Table:
     return table.cast(normalise_schema(table.schema))
 
 
-def setup_existing(data: Path, sqlite_path: str) -> None:
-    """The data as it lies before any query: two PostgreSQL tables and a SQLite table."""
+def ensure_in_postgresql(data: Path, names: dict[str, str]) -> None:
+    """TPC-H table ``t`` in PostgreSQL as ``names[t]``: loaded once, then analysed."""
     db = database(PG)
-    for t in IN_PG:
-        name = PREFIX + t
+    for t, name in names.items():
         if db.rows(f"SELECT count(*) FROM pg_class WHERE relname = '{name}'")[0][0]:
             continue
         db.upload(name, _plain(pq.read_table(data / f"{t}.parquet")), temporary=False)
         db.execute(f"ANALYZE {name}")
+
+
+def setup_existing(data: Path, sqlite_path: str) -> None:
+    """The data as it lies before any query: two PostgreSQL tables and a SQLite table."""
+    ensure_in_postgresql(data, {t: PREFIX + t for t in IN_PG})
     if not os.path.exists(sqlite_path):
         sqlite3.connect(sqlite_path).close()
         database(f"sqlite:///{sqlite_path}").upload(

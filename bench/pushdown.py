@@ -17,38 +17,28 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from _common import fmt_ratio, fmt_seconds, machine_info, timed, write_json
-from polyjoin import _plain, ensure_data
+from polyjoin import PG, ensure_data, ensure_in_postgresql
 from rich.console import Console
 from rich.table import Table
 
 import dalang as dl
 from dalang.sources.database import Database, database
 
-PG = os.environ.get("DALANG_BENCH_POSTGRES_URI", "postgresql://root@127.0.0.1:5432/test")
 TABLES = ("lineitem", "orders", "customer")
 TARGET = 1.1
 
 
 def load(data: Path, scale: float) -> dict[str, str]:
     """The TPC-H tables in PostgreSQL (loaded once per scale, analysed); their names."""
-    db = database(PG)
-    names = {}
-    for t in TABLES:
-        name = f"pushdown_{t}_sf{str(scale).replace('.', '_')}"
-        names[t] = name
-        if db.rows(f"SELECT count(*) FROM pg_class WHERE relname = '{name}'")[0][0]:
-            continue
-        db.upload(name, _plain(pq.read_table(data / f"{t}.parquet")), temporary=False)
-        db.execute(f"ANALYZE {name}")
+    names = {t: f"pushdown_{t}_sf{str(scale).replace('.', '_')}" for t in TABLES}
+    ensure_in_postgresql(data, names)
     return names
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from test_training import COLUMNS, LR, _configs, _digits
+from _fed_train import train
+from test_training import COLUMNS, _configs, _digits
 
 import dalang as dl
 from dalang.errors import FederationError, PlanError
@@ -45,17 +46,7 @@ def fed(digits: tuple[Path, list[pa.Table]]) -> Any:
 def _train(fed: Any, **kw: Any) -> Any:
     from dalang import learn
 
-    args: dict[str, Any] = {
-        "features": COLUMNS,
-        "label": "y",
-        "trainer": learn.LogisticRegression(),
-        "strategy": learn.FedBuff(buffer_size=2),
-        "rounds": 20,
-        "lr": LR,
-        "round_timeout": 10.0,
-        **kw,
-    }
-    return fed.train(fed.table("digits"), **args)
+    return train(fed, **{"strategy": learn.FedBuff(buffer_size=2), "rounds": 20, **kw})
 
 
 def test_fedbuff_over_sites_uses_the_fast_sites_more_and_does_not_wait_for_a_straggler(

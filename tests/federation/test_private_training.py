@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_training import COLUMNS, LR, _digits
+from _fed_train import train as _train
+from test_training import _digits
 
 import dalang as dl
 from dalang.errors import FederationError, PlanError
@@ -63,21 +64,6 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Any:
     budgets = {"s0": _eps(3) + 0.01, "s1": _eps(3) + 0.01, "s2": _eps(10) + 0.01}
     with dl.Federation.local(_configs(root, budgets)) as f:
         yield f
-
-
-def _train(fed: Any, table: str = "digits", **kw: Any) -> Any:
-    from dalang import learn
-
-    args: dict[str, Any] = {
-        "features": COLUMNS,
-        "label": "y",
-        "trainer": learn.LogisticRegression(),
-        "strategy": learn.FedAvg(),
-        "lr": LR,
-        "round_timeout": 10.0,
-        **kw,
-    }
-    return fed.train(fed.table(table), **args)
 
 
 def _spent(fed: Any) -> dict[str, float]:

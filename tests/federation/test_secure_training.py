@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from test_training import COLUMNS, LR, _configs, _digits
+from _fed_train import train as _train
+from test_training import COLUMNS, _configs, _digits
 
 import dalang as dl
 from dalang.errors import InvalidPlan, PlanError
@@ -34,21 +35,6 @@ def ten(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[pa.Table]]
 def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DALANG_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
-
-
-def _train(fed: Any, *, data: Any = None, **kw: Any) -> Any:
-    from dalang import learn
-
-    args: dict[str, Any] = {
-        "features": COLUMNS,
-        "label": "y",
-        "trainer": learn.LogisticRegression(),
-        "strategy": learn.FedAvg(),
-        "lr": LR,
-        "round_timeout": 10.0,
-        **kw,
-    }
-    return fed.train(fed.table("digits") if data is None else data, **args)
 
 
 def _assert_close(a: list[np.ndarray[Any, Any]], b: list[np.ndarray[Any, Any]]) -> None:

@@ -10,12 +10,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
-from test_training import COLUMNS, LR, _configs, _digits
+from _fed_train import train as _train
+from test_training import _configs, _digits
 
 import dalang as dl
 from dalang.federation import protocol as P
@@ -35,21 +35,6 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[pa.Tabl
 def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DALANG_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
-
-
-def _train(fed: Any, **kw: Any) -> Any:
-    from dalang import learn
-
-    args: dict[str, Any] = {
-        "features": COLUMNS,
-        "label": "y",
-        "trainer": learn.LogisticRegression(),
-        "strategy": learn.FedAvg(),
-        "lr": LR,
-        "round_timeout": 10.0,
-        **kw,
-    }
-    return fed.train(fed.table("digits"), **args)
 
 
 @SECURE

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dalang.errors import FederationError, PlanError, PolicyViolation, UpdateRejected
+from dalang.learn.dp import add_central_noise
 from dalang.learn.types import EvalResult, FitResult, Model, RoundRecord, TrainResult, Weights
 
 if TYPE_CHECKING:
@@ -586,8 +587,9 @@ def _noisy_mean(
             for i, c in enumerate(current)
         ]
     )
-    std = dp.noise_multiplier * dp.clip / n
-    noisy = [(m + rng.normal(0.0, std, size=m.shape)).astype(m.dtype) for m in mean]
+    noisy = add_central_noise(
+        mean, noise_multiplier=dp.noise_multiplier, clip=dp.clip, n=n, rng=rng
+    )
     return FitResult("dp_mean", noisy, sum(r.num_examples for r in results), {})
 
 

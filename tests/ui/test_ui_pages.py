@@ -271,14 +271,19 @@ def test_refused_query_shows_in_jobs_and_audit(
     assert page.locator(".audit-site tbody tr[data-status=refused]").count() >= 2
 
 
-def test_training_run_updates_its_chart(dashboard: Any, fed: dl.Federation, page: Any) -> None:
-    login(page, dashboard.url)
+def _open_training_form(page: Any, url: str) -> None:
+    """Log in and fill the Training form: amount -> is_fraud on transactions."""
+    login(page, url)
     page.wait_for_selector("#nav:not([hidden])")
     page.click('nav a[data-page="training"]')
     page.wait_for_selector("#t-dataset option[value=transactions]", state="attached")
     page.select_option("#t-dataset", "transactions")
     page.check('#t-features input[value="amount"]')
     page.select_option("#t-label", "is_fraud")
+
+
+def test_training_run_updates_its_chart(dashboard: Any, fed: dl.Federation, page: Any) -> None:
+    _open_training_form(page, dashboard.url)
     page.select_option("#t-trainer", "logistic_regression")
     page.fill("#t-rounds", "3")
     assert page.evaluate("window.dalangChart") is None
@@ -340,13 +345,7 @@ def test_jobs_outlive_the_dashboard(fed: dl.Federation, tmp_path: Any) -> None:
 def test_private_training_shows_epsilon_per_round(
     dashboard: Any, fed: dl.Federation, page: Any
 ) -> None:
-    login(page, dashboard.url)
-    page.wait_for_selector("#nav:not([hidden])")
-    page.click('nav a[data-page="training"]')
-    page.wait_for_selector("#t-dataset option[value=transactions]", state="attached")
-    page.select_option("#t-dataset", "transactions")
-    page.check('#t-features input[value="amount"]')
-    page.select_option("#t-label", "is_fraud")
+    _open_training_form(page, dashboard.url)
     page.fill("#t-rounds", "3")
     page.check("#t-secure")
     page.select_option("#t-dp", "central")

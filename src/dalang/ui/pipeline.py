@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import dalang as dl
@@ -14,8 +15,16 @@ if TYPE_CHECKING:
     from dalang.dataset import Dataset
     from dalang.federation.coordinator import Federation
 
+_COMPARISONS: dict[str, Any] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 #: Comparison operators a filter may use.
-OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
+OPERATORS = tuple(_COMPARISONS)
 #: Aggregate functions the builder offers (``count`` of ``*`` counts rows).
 AGGREGATES = ("count", "sum", "mean", "min", "max")
 #: Where a join pairs rows: at each site (its own tables) or across sites.
@@ -56,7 +65,6 @@ class Pipeline:
     aggregates: tuple[Aggregate, ...] = ()
     limit: int | None = None
     allow_partial: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def parse(doc: Mapping[str, Any]) -> Pipeline:
@@ -159,7 +167,7 @@ def build(fed: Federation, p: Pipeline) -> Dataset:
             )
         )
     for f in p.filters:
-        data = data.filter(_compare(dl.col(f.column), f.op, f.value))
+        data = data.filter(_COMPARISONS[f.op](dl.col(f.column), f.value))
     if p.aggregates:
         calls = {a.name: _aggregate(a) for a in p.aggregates}
         if p.group_by:
@@ -169,20 +177,6 @@ def build(fed: Federation, p: Pipeline) -> Dataset:
     if p.limit is not None:
         data = data.limit(p.limit)
     return data
-
-
-def _compare(column: Any, op: str, value: Any) -> Any:
-    if op == "==":
-        return column == value
-    if op == "!=":
-        return column != value
-    if op == "<":
-        return column < value
-    if op == "<=":
-        return column <= value
-    if op == ">":
-        return column > value
-    return column >= value
 
 
 def _aggregate(a: Aggregate) -> Any:

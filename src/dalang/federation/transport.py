@@ -163,14 +163,29 @@ class FlightTransport(Transport):
     def exchange(
         self, request: Mapping[str, Any], weights: Sequence[Any], *, timeout: float
     ) -> tuple[dict[str, Any], list[Any]]:
-        import pyarrow.flight as flight
-
         from dalang.federation import training as T
+
+        schema, batches = T.weights_to_batches(weights)
+        answer = self.exchange_stream(request, schema, batches, timeout=timeout)
+        return T.doc_of(answer.schema), T.weights_from_batches(
+            answer.schema, answer.to_batches(), dtypes=T.REPLY_DTYPES
+        )
+
+    def exchange_stream(
+        self,
+        request: Mapping[str, Any],
+        schema: pa.Schema,
+        batches: Sequence[pa.RecordBatch],
+        *,
+        timeout: float,
+    ) -> pa.Table:
+        """One ``do_exchange``: ``request`` as the descriptor's command and ``batches`` go
+        to the site; its answer comes back (Flight errors raised as dalang's)."""
+        import pyarrow.flight as flight
 
         client = self._connect()
         options = P.call_options(self._token, timeout=timeout)
         descriptor = flight.FlightDescriptor.for_command(P.action_body(**request))
-        schema, batches = T.weights_to_batches(weights)
         try:
             writer, reader = client.do_exchange(descriptor, options)
             with writer:
@@ -178,14 +193,12 @@ class FlightTransport(Transport):
                 for batch in batches:
                     writer.write_batch(batch)
                 writer.done_writing()
-                answer = reader.read_all()
-            return T.doc_of(answer.schema), T.weights_from_batches(
-                answer.schema, answer.to_batches(), dtypes=T.REPLY_DTYPES
-            )
+                answer: pa.Table = reader.read_all()
         except DalangError:
             raise
         except Exception as e:
             raise P.from_flight_error(e, site=self.site) from None
+        return answer
 
     def close(self) -> None:
         with self._lock:

@@ -32,7 +32,7 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from dalang.errors import DalangError, FederationError, FlowerAppError
+from dalang.errors import FederationError, FlowerAppError
 from dalang.flower import wire as W
 
 if TYPE_CHECKING:
@@ -62,27 +62,8 @@ class FlightChannel(Channel):
     def exchange(
         self, request: W.FlowerRequest, parts: list[bytes], *, timeout: float
     ) -> tuple[dict[str, Any], list[bytes]]:
-        import pyarrow.flight as flight
-
-        from dalang.federation import protocol as P
-
-        transport = self.transport
-        client = transport._connect()
-        options = P.call_options(transport._token, timeout=timeout)
-        descriptor = flight.FlightDescriptor.for_command(P.action_body(**request.to_json()))
         schema, batches = W.parts_to_batches(parts)
-        try:
-            writer, reader = client.do_exchange(descriptor, options)
-            with writer:
-                writer.begin(schema)
-                for batch in batches:
-                    writer.write_batch(batch)
-                writer.done_writing()
-                answer: pa.Table = reader.read_all()
-        except DalangError:
-            raise
-        except Exception as e:
-            raise P.from_flight_error(e, site=transport.site) from None
+        answer = self.transport.exchange_stream(request.to_json(), schema, batches, timeout=timeout)
         return W.doc_from_schema(answer.schema), W.parts_from_batches(
             answer.schema, answer.to_batches()
         )

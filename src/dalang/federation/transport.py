@@ -167,9 +167,14 @@ class FlightTransport(Transport):
 
         schema, batches = T.weights_to_batches(weights)
         answer = self.exchange_stream(request, schema, batches, timeout=timeout)
-        return T.doc_of(answer.schema), T.weights_from_batches(
-            answer.schema, answer.to_batches(), dtypes=T.REPLY_DTYPES
-        )
+        try:
+            return T.doc_of(answer.schema), T.weights_from_batches(
+                answer.schema, answer.to_batches(), dtypes=T.REPLY_DTYPES
+            )
+        except DalangError:
+            raise
+        except Exception as e:  # a malformed reply is the site's failure, as before
+            raise P.from_flight_error(e, site=self.site) from None
 
     def exchange_stream(
         self,

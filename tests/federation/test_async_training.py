@@ -114,7 +114,10 @@ def test_a_site_killed_in_async_training_is_left_out(digits: tuple[Path, list[pa
             _train(fed, rounds=2, min_sites=3)
     assert [r.round for r in result.history] == list(range(1, 9))
     assert sum("s2" in r.dropped for r in result.history) == 1
-    assert all(sorted(r.sites) == ["s0", "s1"] for r in result.history[3:])
+    # s2 dies as version 3 is made; an update it had already sent may still make version 4
+    shown = [(r.round, r.sites, r.dropped) for r in result.history]
+    assert sum("s2" in r.sites for r in result.history[3:]) <= 1, shown
+    assert all(sorted(r.sites) == ["s0", "s1"] for r in result.history[4:]), shown
     assert result.history[-1].metrics["accuracy"] > 0.85
 
 

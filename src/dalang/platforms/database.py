@@ -9,8 +9,10 @@ join into the database instead of pulling a large one out.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -29,10 +31,17 @@ from dalang.plan.nodes import (
     Sort,
     StageInput,
     Union,
+    walk_plan,
 )
 from dalang.plan.to_sql import Leaf, compile_fragment
 from dalang.platforms.base import CostParams, Platform, node_exprs
-from dalang.sources.database import Database, DatabaseUri, conform_result, database
+from dalang.sources.database import (
+    Database,
+    DatabaseUri,
+    TableSource,
+    conform_result,
+    database,
+)
 
 _FACTORS = {"Join": 3.0, "Aggregate": 2.0, "Sort": 3.0, "Distinct": 2.0}
 
@@ -58,12 +67,15 @@ DATABASE_COSTS: dict[str, CostParams] = {
     ),
     # measured on 1M rows of bench/placement.py's fact table (2 cores): a scan with a
     # filter 33 ms, a group-by with two aggregates 270 ms, a join with a 1,000-row table
-    # 190 ms, DISTINCT over two columns 410 ms, ORDER BY 2.4 s (its sorter spills)
+    # 190 ms, DISTINCT over two columns 410 ms, ORDER BY 2.4 s (its sorter spills); an
+    # ORDER BY that fits in memory takes 0.3-0.55 us a row (300 to 30,000 rows): Sort is
+    # declared for those (placement keeps a sorted handful of groups in the database) and
+    # 1M-row sorts are left to measured constants (``dalang calibrate --database``)
     "sqlite": CostParams(
         startup_s=3e-4,
         per_row_s=3.5e-8,
         per_byte_s=2e-10,
-        op_factors={"Join": 5.5, "Aggregate": 4.0, "Sort": 60.0, "Distinct": 12.0},
+        op_factors={"Join": 5.5, "Aggregate": 4.0, "Sort": 12.0, "Distinct": 12.0},
         ops={"StageInput": (5e-4, 1e-6, 5e-9), "Egress": (1e-4, 1.5e-7, 3e-9)},
     ),
 }
@@ -74,6 +86,25 @@ UNSUPPORTED_OPS: dict[str, frozenset[str]] = {
     "mysql": frozenset(),
     "sqlite": frozenset({"dt_quarter", "pow"}),
 }
+
+
+def calibration_key(uri: str | DatabaseUri) -> str:
+    """The name ``dalang calibrate`` stores a database's constants under: its URI without
+    user or password (``postgresql://127.0.0.1:5432/test``, ``sqlite:///abs/path.db``)."""
+    u = uri if isinstance(uri, DatabaseUri) else DatabaseUri.parse(uri)
+    if u.kind == "sqlite":
+        return f"sqlite:///{os.path.abspath(u.database)}"
+    return f"{u.kind}://{u.host}:{u.port}/{u.database}"
+
+
+def calibrated_cost(uri: DatabaseUri, path: Path | None = None) -> CostParams:
+    """The constants of a database: those ``dalang calibrate`` measured for it on this
+    machine, over the declared ones of its kind (:data:`DATABASE_COSTS`)."""
+    from dalang.optimizer.cost import cached_profile
+
+    declared = DATABASE_COSTS[uri.kind]
+    measured = cached_profile(path).get(calibration_key(uri))
+    return declared if measured is None else measured.apply(declared)
 
 
 class DatabasePlatform(Platform):
@@ -97,7 +128,7 @@ class DatabasePlatform(Platform):
         self.uri = uri if isinstance(uri, DatabaseUri) else DatabaseUri.parse(uri)
         # each database is its own platform in plans: "postgresql@127.0.0.1/test"
         self.name = self.uri.label  # type: ignore[misc]
-        self.cost = DATABASE_COSTS[self.uri.kind]
+        self.cost = calibrated_cost(self.uri)
         self._unsupported = UNSUPPORTED_OPS[self.uri.kind]
 
     @property
@@ -138,6 +169,28 @@ class DatabasePlatform(Platform):
             return None
         return self.database.planner_rows(sql)
 
+    def sampled_rows(self, fragment: Node) -> float | None:
+        """SQLite's rows of a filtered scan of one table, measured on a random sample of it.
+
+        ``fragment`` is a chain of filters and projections over one table (the shape a
+        selectivity is a property of); anything else, or a table without rowids, gives None.
+        """
+        chain = list(walk_plan(fragment))
+        scans = [n for n in chain if isinstance(n, Scan)]
+        if len(scans) != 1 or not all(isinstance(n, _SAMPLED) for n in chain):
+            return None
+        source = scans[0].source
+        if not isinstance(source, TableSource):
+            return None
+        try:
+            sql = compile_fragment(
+                fragment, leaf=lambda _: Leaf.table("_dalang_sample"), dialect="sqlite"
+            ).sql
+        except Exception:  # a fragment the compiler refuses: keep the default estimate
+            return None
+        fraction = self.database.sampled_fraction(source.table, sql)
+        return None if fraction is None else fraction * source.estimate_rows()
+
     def run(self, fragment: Node, inputs: Mapping[str, pa.Table]) -> pa.Table:
         db = self.database
         with ExitStack() as uploads:  # every uploaded input is dropped, also on error
@@ -176,8 +229,6 @@ def _uploaded_names(table: pa.Table) -> list[str]:
 
 def database_platforms(plan: Node, known: Mapping[str, Any]) -> list[str]:
     """URIs of the databases ``plan`` reads that ``known`` (key -> platform) lacks."""
-    from dalang.plan.nodes import walk_plan
-
     out: dict[str, str] = {}
     for node in walk_plan(plan):
         if isinstance(node, Scan):
@@ -189,23 +240,27 @@ def database_platforms(plan: Node, known: Mapping[str, Any]) -> list[str]:
 
 #: Nodes whose rows the database's planner is asked for (the others add nothing to it).
 _ESTIMATED = (Scan, Filter, Join, Aggregate, Distinct)
+#: Nodes of a fragment whose rows SQLite measures on a sample (a filtered scan of one table).
+_SAMPLED = (Scan, Filter, Project)
 
 
 def database_corrector(platforms: Sequence[Platform], then: Corrector | None = None) -> Corrector:
-    """A ``correct(node, rows)`` hook that asks PostgreSQL's planner for its own fragments.
+    """A ``correct(node, rows)`` hook that asks the databases about their own fragments.
 
     A subtree that reads tables of one PostgreSQL database only, and that the database
     can run whole, gets the row estimate of ``EXPLAIN`` of its SQL: the planner knows
     each column's distinct values and most common values from ``pg_stats``, where the
     defaults guess (``l_returnflag = 'R'``: 10% by default, 25% in TPC-H; a join of
     filtered orders with lineitem: the larger input by default, a fifth of it really).
+    SQLite keeps no such statistics: a filter over one of its tables gets the
+    selectivity measured on a random sample of the table (:meth:`DatabasePlatform.sampled_rows`).
     Other nodes go to ``then`` (the learned corrections), or keep their estimate. Each
     node is asked once, however many candidate plans share it.
     """
     by_home = {
         p.uri.key: p
         for p in platforms
-        if isinstance(p, DatabasePlatform) and p.uri.kind == "postgresql"
+        if isinstance(p, DatabasePlatform) and p.uri.kind in ("postgresql", "sqlite")
     }
     homes: dict[int, str | None] = {}
 
@@ -222,13 +277,18 @@ def database_corrector(platforms: Sequence[Platform], then: Corrector | None = N
             homes[id(node)] = found if platform is not None and platform.can_run(node) else None
         return homes[id(node)]
 
-    asked: dict[int, tuple[Node, float | None]] = {}  # one EXPLAIN per node, for every plan
+    asked: dict[int, tuple[Node, float | None]] = {}  # one question per node, for every plan
+
+    def ask(platform: DatabasePlatform, node: Node) -> float | None:
+        if platform.uri.kind == "sqlite":
+            return platform.sampled_rows(node) if isinstance(node, (Scan, Filter)) else None
+        return platform.estimate_rows(node)
 
     def correct(node: Node, rows: float) -> float:
         key = home(node) if isinstance(node, _ESTIMATED) else None
         if key is not None and not (isinstance(node, Scan) and node.predicate is None):
             if id(node) not in asked:
-                asked[id(node)] = (node, by_home[key].estimate_rows(node))
+                asked[id(node)] = (node, ask(by_home[key], node))
             estimate = asked[id(node)][1]
             if estimate is not None:
                 return estimate

@@ -60,6 +60,14 @@ SCHEMES: dict[str, tuple[str, str]] = {
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 #: Rows per Arrow batch read from SQLite (the driver's default is 1,024).
 SQLITE_BATCH_ROWS = 65_536
+#: Rows SQLite samples to measure a filter's selectivity (it keeps no column statistics):
+#: ~10 ms, and a 1% predicate is then measured within about +-0.2%.
+SAMPLE_ROWS = 10_000
+#: Names of the tables a process creates for a while: ``_dalang_tmp_<pid>_<token>_<n>``.
+TEMP_PREFIX = "_dalang_tmp_"
+_TEMP_NAME = re.compile(r"_dalang_tmp_\d+_([0-9a-f]{8})_\d+")
+#: First key of the PostgreSQL advisory locks that say a process's scratch tables are in use.
+_PG_LOCK_SPACE = 0x64616C61  # "dala"
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,7 @@ class Database:
         self._con: Any = None
         self._tmp_names = iter(range(1, 1 << 62))
         self._token = secrets.token_hex(4)
+        self._samples: dict[tuple[str, str], float | None] = {}
 
     # ---- connecting ---------------------------------------------------------
     def _connect(self) -> Any:
@@ -239,7 +248,69 @@ class Database:
         with self._lock:
             if self._con is None:
                 self._con = self._connect()
+                self._claim_temp_names()
             yield self._con
+
+    # ---- scratch tables left by a crash -------------------------------------------------
+    def _claim_temp_names(self) -> None:
+        """Hold this process's lock on its scratch-table names, then drop the tables of dead ones.
+
+        A shipped side of a join is a regular table (PostgreSQL: UNLOGGED, MySQL: its
+        temporary tables cannot be named twice in one query), dropped after its query; a
+        process killed meanwhile leaves it behind. Each connection holds a session lock
+        named by its token (PostgreSQL: an advisory lock, MySQL: ``GET_LOCK``) while it
+        lives; the server releases it when the session ends, however the client died. A
+        table whose token's lock is free belongs to no live session, on any host sharing
+        the database, and is dropped. The sweep never fails the query that connects.
+        """
+        if self.uri.kind == "sqlite":
+            return  # SQLite's scratch tables are temporary: they end with the connection
+        try:
+            for _ in range(8):
+                if self._try_lock(self._token):
+                    break
+                self._token = secrets.token_hex(4)  # another live session has this token
+            self._drop_orphans()
+        except DatabaseError:
+            pass  # no right to list or drop: the tables stay, the query goes on
+
+    def _try_lock(self, token: str) -> bool:
+        if self.uri.kind == "postgresql":
+            rows = self.rows(f"SELECT pg_try_advisory_lock({_PG_LOCK_SPACE}, {_lock_key(token)})")
+        else:
+            rows = self.rows(f"SELECT GET_LOCK('dalang_tmp_{token}', 0)")
+        return bool(rows and rows[0][0])
+
+    def _unlock(self, token: str) -> None:
+        if self.uri.kind == "postgresql":
+            self.rows(f"SELECT pg_advisory_unlock({_PG_LOCK_SPACE}, {_lock_key(token)})")
+        else:
+            self.rows(f"SELECT RELEASE_LOCK('dalang_tmp_{token}')")
+
+    def temp_tables(self) -> list[str]:
+        """Scratch tables (``_dalang_tmp_...``) of the current schema, any process's."""
+        current = "current_schema()" if self.uri.kind == "postgresql" else "DATABASE()"
+        rows = self.rows(
+            "SELECT table_name FROM information_schema.tables "
+            f"WHERE table_schema = {current} AND table_name LIKE {self.param(1)}",
+            ("\\_dalang\\_tmp\\_%",),
+        )
+        return sorted(str(r[0]) for r in rows)
+
+    def _drop_orphans(self) -> None:
+        by_token: dict[str, list[str]] = {}
+        for name in self.temp_tables():
+            m = _TEMP_NAME.fullmatch(name)
+            if m is not None and m.group(1) != self._token:
+                by_token.setdefault(m.group(1), []).append(name)
+        for token, names in by_token.items():
+            if not self._try_lock(token):
+                continue  # its session lives (here or on another host): its tables are in use
+            try:
+                for name in names:
+                    self.drop(name)
+            finally:
+                self._unlock(token)
 
     def close(self) -> None:
         with self._lock:
@@ -426,6 +497,43 @@ class Database:
         count = self.rows(f"SELECT count(*) FROM {_quote(table, 'sqlite')}")[0][0]
         return float(count), None
 
+    def sampled_fraction(self, table: str, query: str) -> float | None:
+        """The fraction of ``table``'s rows that ``query`` returns, measured on a random sample.
+
+        SQLite keeps no column statistics, so a filter's selectivity is measured: ``query``
+        reads the sample as ``_dalang_sample``; up to :data:`SAMPLE_ROWS` rows are picked
+        by random rowid (one index probe each, so ~10 ms however large the table is), and
+        a table that small is read whole. Cached per (table, query) for this process.
+        None when the table has no rowid (a view, ``WITHOUT ROWID``) or the query fails.
+        """
+        key = (table, query)
+        if key in self._samples:
+            return self._samples[key]
+        t = _quote(table, "sqlite")
+        sample = (
+            f"SELECT * FROM {t} WHERE rowid IN (SELECT lo + abs(random() % (hi - lo + 1)) "
+            f"FROM picks, bounds)"
+        )
+        sql = (
+            f"WITH RECURSIVE bounds(lo, hi) AS (SELECT min(rowid), max(rowid) FROM {t}), "
+            f"picks(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM picks WHERE i < {SAMPLE_ROWS}), "
+            f"_dalang_sample AS MATERIALIZED (SELECT * FROM {t} WHERE "
+            f"(SELECT hi - lo < {SAMPLE_ROWS} FROM bounds) UNION ALL {sample} AND "
+            f"(SELECT hi - lo >= {SAMPLE_ROWS} FROM bounds)) "
+            f"SELECT (SELECT count(*) FROM _dalang_sample), (SELECT count(*) FROM ({query}))"
+        )
+        fraction: float | None = None
+        try:
+            sampled, kept = self.rows(sql)[0]
+        except DatabaseError:
+            pass
+        else:
+            if sampled:
+                # nothing kept of the sample: fewer than one in it, not none at all
+                fraction = max(float(kept), 0.5) / float(sampled) if kept < sampled else 1.0
+        self._samples[key] = fraction
+        return fraction
+
     def planner_rows(self, query: str) -> float | None:
         """PostgreSQL's planner estimate of a query's rows (EXPLAIN); None elsewhere, on error."""
         if self.uri.kind != "postgresql":
@@ -463,8 +571,13 @@ class Database:
 
     # ---- uploads ------------------------------------------------------------------
     def temp_name(self) -> str:
-        """A table name no other process (here or on another host) picks."""
-        return f"_dalang_tmp_{os.getpid()}_{self._token}_{next(self._tmp_names)}"
+        """A table name no other process (here or on another host) picks.
+
+        Connects first: the name's token must be the one this session holds the lock of
+        (see :meth:`_claim_temp_names`), or another process would take the table for a leak.
+        """
+        with self.connection():
+            return f"{TEMP_PREFIX}{os.getpid()}_{self._token}_{next(self._tmp_names)}"
 
     @contextmanager
     def staged(self, table: pa.Table) -> Iterator[str]:
@@ -572,6 +685,12 @@ def database(uri: str | DatabaseUri) -> Database:
             db = Database(parsed)
             _DATABASES[parsed.key + "\0" + (parsed.password or "")] = db
         return db
+
+
+def _lock_key(token: str) -> int:
+    """A token (8 hex digits) as the signed 32-bit second key of a PostgreSQL advisory lock."""
+    value = int(token, 16)
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def _first_line(text: str) -> str:

@@ -99,21 +99,25 @@ def test_a_coordinator_killed_mid_run_resumes_from_its_checkpoint(
         )
         assert crashed.returncode == -9, crashed.stderr[-2000:]
         (run_dir,) = (Path(os.environ["DALANG_HOME"]) / "runs").iterdir()
-        kept = json.loads((run_dir / "history.json").read_text())
+        kept = json.loads((run_dir / "checkpoint.json").read_text())["history"]
         assert [r["round"] for r in kept] == [1, 2, 3]
         # a new coordinator process (this one) picks the run up where the checkpoint left it
         strategy = learn.FedAdam(eta=0.05)
         resumed = _train(
             fed, rounds=6, strategy=strategy, resume=run_dir.name, secure_aggregation=secure
         )
-        straight = _train(fed, rounds=6, strategy=learn.FedAdam(eta=0.05))
+        straight = _train(
+            fed, rounds=6, strategy=learn.FedAdam(eta=0.05), secure_aggregation=secure
+        )
     assert [r.round for r in resumed.history] == [1, 2, 3, 4, 5, 6]
     assert [r.sites for r in resumed.history] == [["s0", "s1", "s2"]] * 6
-    assert resumed.history[-1].metrics["accuracy"] > 0.8
-    # FedAdam's moments live only in the coordinator's memory: they restart at zero on
-    # resume, so the resumed run is close to an uninterrupted one, not equal
+    assert resumed.history[-1].metrics["accuracy"] > 0.75
+    # FedAdam's moments m and v were checkpointed with the weights: the resumed run is the
+    # uninterrupted one (the same float operations in the same order, so to rounding)
     final = [r.history[-1].metrics["accuracy"] for r in (resumed, straight)]
-    assert abs(final[0] - final[1]) < 0.1
+    assert final[0] == pytest.approx(final[1], abs=1e-12)
+    for a, b in zip(resumed.model.weights, straight.model.weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["nan", "shape", "dtype", "norm"])

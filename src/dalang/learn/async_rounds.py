@@ -6,13 +6,18 @@ the norm of ``update - the model the site was sent``) and handed to the strategy
 staleness (model versions made since the one the site trained from). When the strategy
 has ``buffer_size`` updates it makes a new version; the sites whose answers arrived since
 are sent it, while the slow ones keep working on older versions. ``rounds`` counts
-versions. A site that fails, refuses or takes longer than ``round_timeout`` for one
-exchange is left out for the rest of the run; the run stops with ``FederationError`` once
-fewer than ``min_sites`` sites (or fewer than ``buffer_size``) are left.
+versions. A site that fails or takes longer than ``round_timeout`` for one exchange is left
+out and sent the current model again after a backoff (``RETRY_FIRST_S`` doubling up to
+``RETRY_MAX_S``), so a site that comes back takes part again; one that refuses (its policy)
+is left out for the rest of the run. The run stops with ``FederationError`` once fewer than
+``min_sites`` sites (or fewer than ``buffer_size``) are left to train.
 
 The sites score the version they are sent before training on it (``"evaluate": true``),
 so version k's record gets the evaluations of the sites that trained on it, gathered
-until version k + 1 is made; the last version is evaluated at every site left.
+until version k + 1 is made; the last version is evaluated at every site left. Version k's
+checkpoint keeps the strategy's state as it was just before the update that made version
+k + 1 (or at the end): the version counter and the updates buffered since version k, so a
+resumed run counts them.
 """
 
 from __future__ import annotations
@@ -32,10 +37,16 @@ from dalang.learn.types import EvalResult, FitResult, RoundRecord, Weights
 
 if TYPE_CHECKING:
     from dalang.learn.rounds import RoundConfig
+    from dalang.learn.strategies import StrategyState
 
 log = logging.getLogger("dalang.learn")
 
 Call = Callable[[str, dict[str, Any], Weights], Callable[[], Any]]
+
+RETRY_FIRST_S = 0.5
+"""Seconds before a site that failed is sent the model again; doubled each time it fails
+again in a row, up to ``RETRY_MAX_S``."""
+RETRY_MAX_S = 30.0
 
 
 @dataclass
@@ -63,21 +74,24 @@ def train_async(
     extra: Mapping[str, Any],
     directory: Path,
     run_id: str,
-    finish: Callable[[RoundRecord, Sequence[EvalResult], Weights], None],
+    finish: Callable[[RoundRecord, Sequence[EvalResult], Weights, StrategyState | None], None],
     evaluate: Callable[[Weights, int, Sequence[str]], list[EvalResult]],
 ) -> Weights:
     """Make versions ``done + 1 .. rounds`` from the sites' answers; the last model.
 
-    ``finish(record, evaluations, model)`` records, checkpoints and reports one version;
+    ``strategy`` is initialized (or restored, on resume) and ``weights`` is version
+    ``done``. ``finish(record, evaluations, model, state)`` records, checkpoints and
+    reports one version (``state``: the strategy's to keep with it, None for now);
     ``evaluate(model, version, sites)`` asks the sites to score a model.
     """
     from dalang.learn.rounds import _audit, _evaluation, _train_loss, check_update
+    from dalang.learn.strategies import strategy_state
 
     buffer_size = int(getattr(strategy, "buffer_size", 1))
     needed = max(min_sites, buffer_size)
     version = done
-    weights = [np.asarray(w) for w in strategy.initialize(weights)]
-    made = strategy.version  # the strategy counts from 0 after initialize; so does a resume
+    weights = [np.asarray(w) for w in weights]
+    made = strategy.version  # from 0 after initialize; a restored FedBuff from ``done``
     models: dict[int, Weights] = {version: weights}
     live = set(plans)
     jobs: dict[cf.Future[Any], _Job] = {}
@@ -85,6 +99,8 @@ def train_async(
     dropped: list[str] = []
     refused: list[str] = []
     failures: dict[str, str] = {}
+    retry_at: dict[str, float] = {}  # failed sites: when they are sent the model again
+    streak: dict[str, int] = {}  # failures in a row, for the backoff
     evaluations: dict[int, list[EvalResult]] = {}
     pending: tuple[RoundRecord, Weights] | None = None
     start = last = time.perf_counter()
@@ -98,31 +114,48 @@ def train_async(
         jobs[future] = _Job(site, version, time.perf_counter())
 
     def give_up(why: str) -> None:
-        if pending is not None:  # keep the last good version
+        if pending is not None:  # keep the last good version (and the state right now)
             record, model = pending
-            finish(record, evaluate(model, record.round, sorted(live)), model)
+            finish(record, evaluate(model, record.round, sorted(live)), model, None)
         detail = "; ".join(f"{s}: {e}" for s, e in sorted(failures.items())) or "none failed"
         raise FederationError(f"version {version + 1}: {why} ({detail})", retryable=True)
 
     def leave_out(site: str, why: str, *, refusal: bool) -> None:
         live.discard(site)
         failures[site] = why
-        (refused if refusal else dropped).append(site)
-        log.warning("async training: site %s left out (%s)", site, why)
+        if refusal:  # the site's policy said no: asking again would not change it
+            refused.append(site)
+            log.warning("async training: site %s refused, left out (%s)", site, why)
+            return
+        streak[site] = streak.get(site, 0) + 1
+        delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2.0 ** (streak[site] - 1))
+        retry_at[site] = time.perf_counter() + delay
+        if streak[site] == 1:  # a version lists a site as dropped once, not per retry
+            dropped.append(site)
+        log.warning("async training: site %s left out (%s), retried in %.1f s", site, why, delay)
 
     for site in sorted(live):
         send(site)
     while version < rounds:
-        if len(live) < needed:
+        now = time.perf_counter()
+        for site in sorted(s for s, at in retry_at.items() if at <= now):
+            del retry_at[site]
+            live.add(site)
+            send(site)
+        if len(live) < needed:  # sites waiting for a retry do not count: they may not be back
             give_up(
                 f"{len(live)} site(s) left, fewer than min_sites={min_sites} or "
                 f"buffer_size={buffer_size}"
             )
-        if not jobs:
+        if not jobs and not retry_at:
             give_up(f"no site is training and only {len(answered)} usable update(s) came in")
-        now = time.perf_counter()
-        wait = max(0.0, min(j.sent for j in jobs.values()) + round_timeout - now)
-        finished, _ = cf.wait(jobs, timeout=wait, return_when=cf.FIRST_COMPLETED)
+        deadlines = [j.sent + round_timeout for j in jobs.values()] + list(retry_at.values())
+        wait = max(0.0, min(deadlines) - now)
+        if jobs:
+            finished, _ = cf.wait(jobs, timeout=wait, return_when=cf.FIRST_COMPLETED)
+        else:  # every site left waits for its retry
+            time.sleep(wait)
+            finished = set()
         now = time.perf_counter()
         late = [f for f in jobs if f not in finished and now - jobs[f].sent >= round_timeout]
         for future in late:
@@ -138,6 +171,8 @@ def train_async(
                 leave_out(job.site, why, refusal=isinstance(error, PolicyViolation))
                 continue
             doc, update = future.result()
+            streak.pop(job.site, None)
+            failures.pop(job.site, None)
             if job.version > done:
                 evaluations.setdefault(job.version, []).extend(_evaluation(job.site, doc))
             answered.append(job.site)
@@ -153,6 +188,7 @@ def train_async(
             metrics = {k: float(v) for k, v in doc.get("metrics", {}).items()}
             result = FitResult(job.site, update, int(metrics.get("num_examples", 0)), metrics,
                                staleness=version - job.version)  # fmt: skip
+            before = strategy_state(strategy)  # version's checkpoint, if this makes the next
             moved = strategy.aggregate(version + 1, weights, [result])
             if strategy.version == made:
                 continue
@@ -165,7 +201,7 @@ def train_async(
                 del models[old]
             if pending is not None:
                 record, model = pending
-                finish(record, evaluations.pop(record.round, []), model)
+                finish(record, evaluations.pop(record.round, []), model, before)
             applied: list[FitResult] = list(strategy.applied)
             loss = _train_loss({f"{i}": r.metrics for i, r in enumerate(applied)})
             pending = (
@@ -192,5 +228,5 @@ def train_async(
                 break
     if pending is not None:
         record, model = pending
-        finish(record, evaluate(model, record.round, sorted(live)), model)
+        finish(record, evaluate(model, record.round, sorted(live)), model, None)
     return weights

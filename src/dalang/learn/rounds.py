@@ -35,6 +35,7 @@ import numpy as np
 
 from dalang.errors import FederationError, PlanError, PolicyViolation, UpdateRejected
 from dalang.learn.dp import add_central_noise
+from dalang.learn.strategies import StateValue, StrategyState
 from dalang.learn.types import EvalResult, FitResult, Model, RoundRecord, TrainResult, Weights
 
 if TYPE_CHECKING:
@@ -159,30 +160,137 @@ def runs_dir() -> Path:
     return data_dir() / "runs"
 
 
+CHECKPOINT_FORMAT = 2
+"""The checkpoint layout :func:`save_checkpoint` writes (1: ``meta.json``, ``weights.npz``
+and ``history.json`` replaced one by one, without the strategy's state)."""
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` reads back from a run's directory."""
+
+    meta: dict[str, Any]
+    weights: Weights
+    history: list[RoundRecord]
+    #: The strategy's server state (``Stateful.state()``); None in a format 1 checkpoint,
+    #: which did not keep it.
+    state: StrategyState | None
+    format: int = CHECKPOINT_FORMAT
+
+
 def save_checkpoint(
-    directory: Path, *, meta: Mapping[str, Any], weights: Weights, history: Sequence[RoundRecord]
+    directory: Path,
+    *,
+    meta: Mapping[str, Any],
+    weights: Weights,
+    history: Sequence[RoundRecord],
+    state: Mapping[str, StateValue],
 ) -> None:
-    """Write weights, history and run metadata; each file is replaced atomically."""
+    """Write one round's checkpoint; a process dying at any point leaves the last one whole.
+
+    ``directory`` then holds
+
+    - ``checkpoint.json``: ``{"format": 2, "meta": {run_id, trainer, config, features,
+      label, sites, secure_aggregation, dp, strategy}, "history": [RoundRecord as JSON],
+      "weights": "weights-<tag>.npz", "state": {"arrays": "state-<tag>.npz" or null,
+      "values": {name: number or string}}}``
+    - ``weights-<tag>.npz``: the global weights, ``arr_0 .. arr_<n-1>`` (``np.savez``, read
+      back without pickles)
+    - ``state-<tag>.npz``: the array entries of the strategy's state by name, e.g. FedAdam's
+      ``m.0``, ``v.0``, FedAvgM's ``momentum.0``, FedBuff's buffered deltas; its scalar
+      entries (step counters, FedBuff's version, a noise generator's position) are in
+      ``values``
+    - ``audit.jsonl``: refused updates (appended, not part of the checkpoint)
+
+    The arrays go to files with a fresh ``<tag>`` and are synced first; replacing
+    ``checkpoint.json`` (written to a temporary name, synced, renamed) commits the round,
+    and only then are the previous round's files removed.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / "weights.tmp.npz"
-    with tmp.open("wb") as f:
-        np.savez(f, *weights)
-    os.replace(tmp, directory / "weights.npz")
-    for name, doc in (("history", [asdict(r) for r in history]), ("meta", dict(meta))):
-        path = directory / f"{name}.tmp.json"
-        path.write_text(json.dumps(doc, indent=1))
-        os.replace(path, directory / f"{name}.json")
+    tag = f"{len(history):06d}-{uuid.uuid4().hex[:8]}"
+    arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    values = {k: _json_value(k, v) for k, v in state.items() if not isinstance(v, np.ndarray)}
+    weights_file = f"weights-{tag}.npz"
+    state_file = f"state-{tag}.npz" if arrays else None
+    _write_synced(directory / weights_file, lambda f: np.savez(f, *weights))
+    if state_file is not None:
+        _write_synced(directory / state_file, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
+    doc = {
+        "format": CHECKPOINT_FORMAT,
+        "meta": dict(meta),
+        "history": [asdict(r) for r in history],
+        "weights": weights_file,
+        "state": {"arrays": state_file, "values": values},
+    }
+    tmp = directory / "checkpoint.json.tmp"
+    _write_synced(tmp, lambda f: f.write(json.dumps(doc, indent=1).encode()))
+    os.replace(tmp, directory / "checkpoint.json")
+    _sync_directory(directory)
+    keep = {weights_file, state_file}
+    for old in [*directory.glob("weights-*.npz"), *directory.glob("state-*.npz")]:
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
+    for name in ("meta.json", "weights.npz", "history.json"):  # a format 1 run, resumed
+        (directory / name).unlink(missing_ok=True)
 
 
-def load_checkpoint(directory: Path) -> tuple[dict[str, Any], Weights, list[RoundRecord]]:
-    """Inverse of :func:`save_checkpoint`."""
-    if not (directory / "meta.json").exists():
+def load_checkpoint(directory: Path) -> Checkpoint:
+    """Inverse of :func:`save_checkpoint`; also reads a format 1 checkpoint (no state)."""
+    path = directory / "checkpoint.json"
+    if not path.exists():
+        if (directory / "meta.json").exists():
+            return _load_format_1(directory)
         raise FileNotFoundError(f"no checkpoint in {directory}")
+    doc = json.loads(path.read_text())
+    if doc.get("format") != CHECKPOINT_FORMAT:
+        raise PlanError(
+            f"the checkpoint in {directory} has format {doc.get('format')!r}; this dalang "
+            f"reads formats 1 and {CHECKPOINT_FORMAT}"
+        )
+    with np.load(directory / doc["weights"], allow_pickle=False) as npz:
+        weights = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+    state: StrategyState = dict(doc["state"]["values"])
+    if doc["state"]["arrays"] is not None:
+        with np.load(directory / doc["state"]["arrays"], allow_pickle=False) as npz:
+            state.update({k: npz[k] for k in npz.files})
+    history = [RoundRecord(**r) for r in doc["history"]]
+    return Checkpoint(dict(doc["meta"]), weights, history, state)
+
+
+def _load_format_1(directory: Path) -> Checkpoint:
     meta = json.loads((directory / "meta.json").read_text())
     with np.load(directory / "weights.npz", allow_pickle=False) as npz:
         weights = [npz[f"arr_{i}"] for i in range(len(npz.files))]
     history = [RoundRecord(**r) for r in json.loads((directory / "history.json").read_text())]
-    return meta, weights, history
+    return Checkpoint(meta, weights, history, None, format=1)
+
+
+def _json_value(key: str, value: Any) -> int | float | str:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(
+        f"strategy state entry {key!r} is a {type(value).__name__}; state() may hold numpy "
+        "arrays, numbers and strings"
+    )
+
+
+def _write_synced(path: Path, write: Callable[[Any], Any]) -> None:
+    """Write ``path`` by ``write(file)`` and sync it to disk before returning."""
+    with path.open("wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _sync_directory(directory: Path) -> None:
+    """Sync ``directory`` so a rename in it survives a crash of the machine too."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _audit(directory: Path, **fields: Any) -> None:
@@ -247,7 +355,7 @@ def train(
 ) -> TrainResult:
     """Train ``trainer`` over the sites that hold ``data``; see ``Federation.train``."""
     from dalang.learn.dp import TrainingDP
-    from dalang.learn.strategies import DPFixedClipping, is_asynchronous
+    from dalang.learn.strategies import DPFixedClipping, is_asynchronous, strategy_state
 
     asynchronous = is_asynchronous(strategy)
     if asynchronous and secure_aggregation:
@@ -323,11 +431,13 @@ def train(
 
     try:
         if resume is not None:
-            meta, weights, history = load_checkpoint(directory)
-            if meta.get("trainer") != trainer.name:
+            saved = load_checkpoint(directory)
+            if saved.meta.get("trainer") != trainer.name:
                 raise PlanError(
-                    f"run {run_id} trained {meta.get('trainer')!r}, not {trainer.name!r}"
+                    f"run {run_id} trained {saved.meta.get('trainer')!r}, not {trainer.name!r}"
                 )
+            weights, history = saved.weights, saved.history
+            _restore_state(strategy, saved, run_id)
         else:
             weights = _initial_weights(pool, plans, config, call, trainer, round_timeout)
             weights = strategy.initialize(weights)
@@ -340,6 +450,7 @@ def train(
             "sites": sorted(plans),
             "secure_aggregation": bool(secure_aggregation),
             "dp": dp.to_json() if dp is not None else None,
+            "strategy": type(strategy).__name__,
         }
         # round r's model is evaluated by the sites at the start of round r + 1's train
         # exchange (one exchange per site and round instead of two); the last round, and
@@ -348,16 +459,23 @@ def train(
         prepared: Prepared | None = None  # secure aggregation: the next session, set up
 
         def finish(
-            record: RoundRecord, evaluated: Sequence[EvalResult], at: Weights | None = None
+            record: RoundRecord,
+            evaluated: Sequence[EvalResult],
+            at: Weights | None = None,
+            state: StrategyState | None = None,
         ) -> None:
+            """Record, checkpoint and report ``record``, whose model is ``at`` (default: the
+            current weights) and the strategy's state with it ``state`` (default: now)."""
             record.metrics.update(_weighted(evaluated))
             history.append(record)
             if written:
                 written.pop().result()  # the previous checkpoint (and on_round) went well
             snapshot, model = list(history), list(weights if at is None else at)
+            kept = strategy_state(strategy) if state is None else state
 
             def write() -> None:
-                save_checkpoint(directory, meta=meta, weights=model, history=snapshot)
+                save_checkpoint(directory, meta=meta, weights=model, history=snapshot,
+                                state=kept)  # fmt: skip
                 if on_round is not None:
                     on_round(record)
 
@@ -434,6 +552,31 @@ def train(
         pool.shutdown(wait=False, cancel_futures=True)
         writer.shutdown(wait=True)
     return TrainResult(Model(trainer, weights), history, run_id)
+
+
+def _restore_state(strategy: Any, saved: Checkpoint, run_id: str) -> None:
+    """Reset ``strategy`` and load the state ``saved`` kept of it (PlanError if it cannot)."""
+    from dalang.learn.strategies import load_strategy_state, strategy_state
+
+    name = type(strategy).__name__
+    strategy.initialize(saved.weights)  # what it returns is only for a new run
+    if saved.state is None:
+        if strategy_state(strategy):
+            what = getattr(strategy, "server_state", "server state")
+            raise PlanError(
+                f"run {run_id}'s checkpoint (format {saved.format}, written before dalang "
+                f"kept strategy state) has no state for {name}: its {what} would restart "
+                "from zero and the run would not continue as it was. Start a new run, or "
+                "resume it with a strategy without server state (FedAvg, FedProx, ...)"
+            )
+        return
+    try:
+        load_strategy_state(strategy, saved.state)
+    except ValueError as e:
+        raise PlanError(
+            f"run {run_id} was checkpointed with {saved.meta.get('strategy', 'a strategy')}'s "
+            f"state, which {name} cannot take: {e}"
+        ) from None
 
 
 @dataclass

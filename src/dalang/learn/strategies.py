@@ -1,11 +1,14 @@
 """Aggregation strategies: how the coordinator turns site updates into the next global model.
 
 The formulas follow Flower's (``flwr.server.strategy``) so results can be compared one to one.
+A strategy that keeps server state between rounds (FedAvgM's momentum, FedAdam's moments,
+FedBuff's buffer) also has ``state()`` and ``load_state()`` (:class:`Stateful`): ``fed.train``
+checkpoints that state every round, so a resumed run continues exactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -20,9 +23,21 @@ _CHUNK = 1 << 15
 """Elements per block of the weighted sum: accumulator and scratch stay in the L2 cache."""
 
 
+StateValue = Array | float | int | str
+"""One entry of a strategy's state: an array (checkpointed like the weights) or a scalar."""
+
+StrategyState = dict[str, StateValue]
+"""A strategy's server state by name, e.g. ``{"steps": 3, "m.0": array, "v.0": array}``."""
+
+
 @runtime_checkable
 class Strategy(Protocol):
-    """How global weights are made from the sites' results; implement it to add your own."""
+    """How global weights are made from the sites' results; implement it to add your own.
+
+    A strategy that keeps state between rounds (beyond its constructor's options) should
+    also implement :class:`Stateful`, so that a resumed ``fed.train`` run continues with it;
+    one without those two methods is treated as stateless.
+    """
 
     def initialize(self, weights: Weights) -> Weights:
         """The weights to start from (and a reset of any server state)."""
@@ -35,6 +50,110 @@ class Strategy(Protocol):
     def aggregate(self, round: int, current: Weights, results: list[FitResult]) -> Weights:
         """The next global weights from ``current`` and this round's results."""
         ...
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """A strategy whose server state can be saved and restored (``fed.train`` checkpoints).
+
+    ``state()`` returns the state as it is now, never empty for a strategy that keeps some
+    (a step counter at least), so that a resume can tell that a checkpoint without it cannot
+    continue the run; the arrays in it must not change afterwards (copy any that the
+    strategy updates in place). ``load_state(state)`` takes what ``state()`` returned (after
+    ``initialize``) and raises ``ValueError`` saying what is wrong when it does not fit.
+    """
+
+    def state(self) -> StrategyState:
+        """The server state to checkpoint: arrays and scalars by name."""
+        ...
+
+    def load_state(self, state: Mapping[str, StateValue]) -> None:
+        """Continue from ``state``, as returned by :meth:`state`."""
+        ...
+
+
+def strategy_state(strategy: Any) -> StrategyState:
+    """``strategy.state()``, or ``{}`` for a strategy without state (no ``state`` method)."""
+    if not isinstance(strategy, Stateful):
+        return {}
+    return dict(strategy.state())
+
+
+def load_strategy_state(strategy: Any, state: Mapping[str, StateValue]) -> None:
+    """Restore ``state`` into ``strategy``; ``ValueError`` when it cannot take it."""
+    if isinstance(strategy, Stateful):
+        strategy.load_state(state)
+    elif state:
+        raise ValueError(
+            f"{type(strategy).__name__} has no load_state method, but the saved state has "
+            f"{_keys(state)}; implement state()/load_state() (learn.strategies.Stateful)"
+        )
+
+
+def _keys(state: Mapping[str, Any]) -> str:
+    names = sorted({k.split(".")[0] for k in state})
+    return ", ".join(names) if names else "nothing"
+
+
+def _expect(owner: object, state: Mapping[str, StateValue], scalars: Sequence[str]) -> None:
+    """Raise ValueError unless ``state`` has every name in ``scalars``."""
+    missing = [k for k in scalars if k not in state]
+    if missing:
+        raise ValueError(
+            f"the saved state of {type(owner).__name__} lacks {', '.join(missing)} "
+            f"(it has {_keys(state)}); it was written by another strategy"
+        )
+
+
+def _int(state: Mapping[str, StateValue], key: str) -> int:
+    value = state[key]
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if not isinstance(value, (int, np.integer)):
+        raise ValueError(f"state entry {key!r} must be an integer, not {value!r}")
+    return int(value)
+
+
+def _float(state: Mapping[str, StateValue], key: str) -> float:
+    value = state[key]
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"state entry {key!r} must be a number, not {value!r}")
+    return float(value)
+
+
+def _tensors(state: Mapping[str, StateValue], name: str) -> Weights | None:
+    """The arrays ``name.0 .. name.{n-1}`` of ``state``; None when there is none."""
+    found: dict[int, Array] = {}
+    for key, value in state.items():
+        head, _, index = key.rpartition(".")
+        if head == name and index.isdigit():
+            if not isinstance(value, np.ndarray):
+                raise ValueError(f"state entry {key!r} must be an array, not {value!r}")
+            found[int(index)] = value
+    if not found:
+        return None
+    if sorted(found) != list(range(len(found))):
+        raise ValueError(f"state arrays {name}.* are not numbered 0..{len(found) - 1}")
+    return [found[i] for i in range(len(found))]
+
+
+def _put(state: StrategyState, name: str, tensors: Weights | None, *, copy: bool = False) -> None:
+    for i, t in enumerate(tensors or []):
+        state[f"{name}.{i}"] = t.copy() if copy else t
+
+
+def _check_like(name: str, tensors: Weights, reference: Weights | None) -> None:
+    if reference is None:
+        return
+    if len(tensors) != len(reference) or any(
+        t.shape != r.shape for t, r in zip(tensors, reference, strict=False)
+    ):
+        shapes = [t.shape for t in tensors]
+        raise ValueError(
+            f"state arrays {name}.* have shapes {shapes}, the model {[r.shape for r in reference]}"
+        )
 
 
 def is_asynchronous(strategy: Any) -> bool:
@@ -120,6 +239,17 @@ class FedAvg:
             return current
         return _fedavg(results)
 
+    def state(self) -> StrategyState:
+        """``{}``: no server state (subclasses that keep some return it)."""
+        return {}
+
+    def load_state(self, state: Mapping[str, StateValue]) -> None:
+        if state:
+            raise ValueError(
+                f"{type(self).__name__} keeps no server state, but the saved state has "
+                f"{_keys(state)}; resume with the strategy that wrote it"
+            )
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -146,16 +276,37 @@ class FedAvgM(FedAvg):
         self.server_learning_rate = float(server_learning_rate)
         self.server_momentum = float(server_momentum)
         self._momentum: Weights | None = None
+        self._steps = 0
+
+    #: What ``state()`` holds, for messages.
+    server_state = "server momentum"
 
     def initialize(self, weights: Weights) -> Weights:
         self._momentum = None
+        self._steps = 0
         return weights
+
+    def state(self) -> StrategyState:
+        """``steps`` (aggregations so far) and ``momentum.<i>`` (copies: they change in place)."""
+        out: StrategyState = {"steps": self._steps}
+        _put(out, "momentum", self._momentum, copy=True)
+        return out
+
+    def load_state(self, state: Mapping[str, StateValue]) -> None:
+        _expect(self, state, ["steps"])
+        momentum = _tensors(state, "momentum")
+        unknown = [k for k in state if k != "steps" and not k.startswith("momentum.")]
+        if unknown:
+            raise ValueError(f"FedAvgM's state has no entries {', '.join(sorted(unknown))}")
+        self._steps = _int(state, "steps")
+        self._momentum = None if momentum is None else [m.copy() for m in momentum]
 
     def aggregate(self, round: int, current: Weights, results: list[FitResult]) -> Weights:
         if not results:
             return current
         average = _fedavg(results)
         pseudo = [c - a for c, a in zip(current, average, strict=True)]
+        self._steps += 1
         if self.server_momentum > 0:
             if self._momentum is not None:
                 for v, g in zip(self._momentum, pseudo, strict=True):
@@ -183,11 +334,38 @@ class _FedOpt(FedAvg):
         self.tau = float(tau)
         self._m: Weights | None = None
         self._v: Weights | None = None
+        self._steps = 0
+
+    #: What ``state()`` holds, for messages.
+    server_state = "first and second moments m and v"
 
     def initialize(self, weights: Weights) -> Weights:
         self._m = None
         self._v = None
+        self._steps = 0
         return weights
+
+    def state(self) -> StrategyState:
+        """``steps`` (aggregations so far), ``m.<i>`` and ``v.<i>`` (the moments)."""
+        out: StrategyState = {"steps": self._steps}
+        _put(out, "m", self._m)  # each step makes new arrays: no copy needed
+        _put(out, "v", self._v)
+        return out
+
+    def load_state(self, state: Mapping[str, StateValue]) -> None:
+        _expect(self, state, ["steps"])
+        m, v = _tensors(state, "m"), _tensors(state, "v")
+        unknown = [k for k in state if k != "steps" and not k.startswith(("m.", "v."))]
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__}'s state has no entries {', '.join(sorted(unknown))}"
+            )
+        if (m is None) != (v is None):
+            raise ValueError(f"{type(self).__name__}'s state needs both m.* and v.*, or neither")
+        if m is not None and v is not None:
+            _check_like("v", v, m)
+        self._steps = _int(state, "steps")
+        self._m, self._v = m, v
 
     def _second_moment(self, v: Array, delta: Array) -> Array:
         raise NotImplementedError
@@ -199,6 +377,7 @@ class _FedOpt(FedAvg):
         if not results:
             return current
         delta = [a - c for a, c in zip(_fedavg(results), current, strict=True)]
+        self._steps += 1
         if self._m is None or self._v is None:
             self._m = [np.zeros_like(d) for d in delta]
             self._v = [np.zeros_like(d) for d in delta]
@@ -408,6 +587,63 @@ class FedBuff(FedAvg):
         self.applied = []
         return weights
 
+    #: What ``state()`` holds, for messages.
+    server_state = "buffered updates and version counter"
+
+    def state(self) -> StrategyState:
+        """``version``, ``dropped`` and the buffered updates not yet applied.
+
+        Buffered update ``i`` is ``buffer.<i>.delta.<j>`` (its change to each tensor, from
+        the model its site was sent), ``buffer.<i>.weight`` (its staleness factor) and its
+        ``site``, ``num_examples``, ``staleness`` and ``metric.<name>``. The models of
+        earlier versions are not kept: a resumed run sends every site the current one.
+        """
+        out: StrategyState = {"version": self.version, "dropped": self.dropped}
+        for i, (delta, weight, seen) in enumerate(self._buffer):
+            _put(out, f"buffer.{i}.delta", delta)  # deltas are never changed in place
+            out[f"buffer.{i}.weight"] = weight
+            out[f"buffer.{i}.site"] = seen.site
+            out[f"buffer.{i}.num_examples"] = seen.num_examples
+            out[f"buffer.{i}.staleness"] = seen.staleness
+            for name, value in seen.metrics.items():
+                out[f"buffer.{i}.metric.{name}"] = float(value)
+        return out
+
+    def load_state(self, state: Mapping[str, StateValue]) -> None:
+        _expect(self, state, ["version", "dropped"])
+        buffer: list[tuple[Weights, float, FitResult]] = []
+        while f"buffer.{len(buffer)}.weight" in state:
+            key = f"buffer.{len(buffer)}"
+            _expect(self, state, [f"{key}.{k}" for k in ("site", "num_examples", "staleness")])
+            delta = _tensors(state, f"{key}.delta")
+            if delta is None:
+                raise ValueError(f"FedBuff's state has no arrays {key}.delta.*")
+            if buffer:
+                _check_like(f"{key}.delta", delta, buffer[0][0])
+            metrics = {
+                k.removeprefix(f"{key}.metric."): _float(state, k)
+                for k in state
+                if k.startswith(f"{key}.metric.")
+            }
+            site = state[f"{key}.site"]
+            seen = FitResult(str(site), [], _int(state, f"{key}.num_examples"), metrics,
+                             _int(state, f"{key}.staleness"))  # fmt: skip
+            buffer.append((delta, _float(state, f"{key}.weight"), seen))
+        known = {"version", "dropped"}
+        unknown = [
+            k
+            for k in state
+            if k not in known and not (k.startswith("buffer.") and k.split(".")[1].isdigit()
+                                       and int(k.split(".")[1]) < len(buffer))
+        ]  # fmt: skip
+        if unknown:
+            raise ValueError(f"FedBuff's state has no entries {', '.join(sorted(unknown))}")
+        self.version = _int(state, "version")
+        self.dropped = _int(state, "dropped")
+        self._buffer = buffer
+        self._history = {}  # the current model is added by the next aggregate
+        self.applied = []
+
     def weight(self, staleness: int) -> float:
         """The factor ``s(staleness)`` of an update that is ``staleness`` versions old."""
         if callable(self.staleness_weight):
@@ -476,11 +712,48 @@ class DPFixedClipping:
         self.clip = float(clip)
         self._rng = np.random.default_rng(seed)
 
+    #: What ``state()`` holds, for messages.
+    server_state = "noise generator (and the wrapped strategy's state)"
+
     def initialize(self, weights: Weights) -> Weights:
         return self.strategy.initialize(weights)
 
     def configure_fit(self, round: int) -> dict[str, Any]:
         return self.strategy.configure_fit(round)
+
+    def state(self) -> StrategyState:
+        """The noise generator's position (``rng.*``) and the wrapped strategy's state
+        (``strategy.*``)."""
+        rng = self._rng.bit_generator.state
+        out: StrategyState = {
+            "rng.bit_generator": str(rng["bit_generator"]),
+            "rng.state": int(rng["state"]["state"]),
+            "rng.inc": int(rng["state"]["inc"]),
+            "rng.has_uint32": int(rng["has_uint32"]),
+            "rng.uinteger": int(rng["uinteger"]),
+        }
+        out.update({f"strategy.{k}": v for k, v in strategy_state(self.strategy).items()})
+        return out
+
+    def load_state(self, state: Mapping[str, StateValue]) -> None:
+        keys = ["rng.bit_generator", "rng.state", "rng.inc", "rng.has_uint32", "rng.uinteger"]
+        _expect(self, state, keys)
+        kind = state["rng.bit_generator"]
+        if kind != self._rng.bit_generator.state["bit_generator"]:
+            raise ValueError(f"DPFixedClipping's saved noise generator is {kind!r}, not PCG64")
+        unknown = [k for k in state if k not in keys and not k.startswith("strategy.")]
+        if unknown:
+            raise ValueError(f"DPFixedClipping's state has no entries {', '.join(sorted(unknown))}")
+        inner = {
+            k.removeprefix("strategy."): v for k, v in state.items() if k.startswith("strategy.")
+        }
+        load_strategy_state(self.strategy, inner)
+        self._rng.bit_generator.state = {
+            "bit_generator": kind,
+            "state": {"state": _int(state, "rng.state"), "inc": _int(state, "rng.inc")},
+            "has_uint32": _int(state, "rng.has_uint32"),
+            "uinteger": _int(state, "rng.uinteger"),
+        }
 
     def clip_update(self, weights: Weights, current: Weights) -> Weights:
         """``current + delta * min(1, clip / ||delta||)`` for ``delta = weights - current``."""
@@ -525,6 +798,13 @@ class Validated:
 
     def configure_fit(self, round: int) -> dict[str, Any]:
         return self.strategy.configure_fit(round)
+
+    def state(self) -> StrategyState:
+        """The wrapped strategy's state (``refused`` is the last round's, not state)."""
+        return strategy_state(self.strategy)
+
+    def load_state(self, state: Mapping[str, StateValue]) -> None:
+        load_strategy_state(self.strategy, state)
 
     def accept(self, current: Weights, results: list[FitResult]) -> list[FitResult]:
         """The valid results; the others are recorded in ``refused``."""

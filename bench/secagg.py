@@ -6,12 +6,16 @@ Run by hand, not in CI::
     python bench/secagg.py --clients 10    # one size
 
 For each size, the clients' messages are made first (that work happens at the sites, in
-parallel); then the coordinator's side is timed: summing the masked updates mod 2^32,
-rebuilding secrets from Shamir shares, regenerating the self masks of the survivors and the
-pairwise masks of the dropped clients, dequantising. The baseline is the plain coordinator:
-a float64 sum of the survivors' float32 updates. Also reported: one client's own time, the
-whole protocol run in one process, bytes each client sends, and the error against the plain sum.
-Two graphs: SecAgg (every pair masks) and SecAgg+ (each client masks with ``k`` neighbours).
+parallel); then the coordinator's side is timed: summing the masked updates mod 2^32, taking
+off the survivors' corrections (one-shot unmasking: each survivor sends its own masks that
+will not cancel, so the coordinator runs no PRG and no key agreement), dequantising. The
+baseline is the plain coordinator: a float64 sum of the survivors' float32 updates. Also
+timed: the fallback, with 10% of the survivors vanishing after their masked update (the
+coordinator rebuilds their self-mask seeds and the dropped clients' keys from Shamir shares
+and regenerates those masks). Also reported: one client's own time and the part of it its
+correction takes, the whole protocol run in one process, bytes each client sends (the
+correction is one model-sized vector more), and the error against the plain sum. Two graphs:
+SecAgg (every pair masks) and SecAgg+ (each client masks with ``k`` neighbours).
 
 Target: the coordinator's secure aggregation within 3x of the plain sum.
 Results go to ``bench/results/secagg.json``.
@@ -60,6 +64,7 @@ def run_case(n: int, neighbours: int | None) -> dict[str, Any]:
     updates = [rng.normal(0.0, 0.5, size=DIM).astype(np.float32) for _ in range(n)]
     drop = set(range(0, n, round(1 / DROP_FRACTION)))  # every 10th client
     survivors_ids = [i for i in range(n) if i not in drop]
+    late = set(survivors_ids[::10])  # the fallback case: 10% of the survivors answer no more
     params = SecAggParams.for_clients(n, neighbours=neighbours)
 
     # the sites' side, message by message, timed per client
@@ -84,13 +89,15 @@ def run_case(n: int, neighbours: int | None) -> dict[str, Any]:
             masked[c.client_id] = c.masked_update(updates[c.client_id])
         client_seconds[c.client_id] += time.perf_counter() - t0
     survivors, dropped = survivors_ids, sorted(drop)
-    answers: dict[int, dict[int, bytes]] = {}
+    answers: dict[int, tuple[dict[int, bytes], np.ndarray]] = {}
+    correction_seconds = []
     for i in survivors:
         t0 = time.perf_counter()
-        answers[i] = clients[i].unmask_shares(survivors, dropped)
-        client_seconds[i] += time.perf_counter() - t0
+        answers[i] = clients[i].unmask(survivors, dropped)  # shares and correction
+        correction_seconds.append(time.perf_counter() - t0)
+        client_seconds[i] += correction_seconds[-1]
 
-    def coordinator() -> np.ndarray:
+    def coordinator(*, answering: list[int]) -> np.ndarray:
         server = SecAggServer(params)
         for i, k in keys.items():
             server.receive_keys(i, k)
@@ -98,28 +105,34 @@ def run_case(n: int, neighbours: int | None) -> dict[str, Any]:
             server.receive_shares(i, r)
         for i in survivors:
             server.receive_masked(i, masked[i])
-        for i in survivors:
-            server.receive_unmask(i, answers[i])
+        for i in answering:
+            server.receive_unmask(i, *answers[i])
         return server.aggregate()
 
-    secure_runs, plain_runs = [], []
-    got = want = None
+    everyone = list(survivors)
+    fewer = [i for i in survivors if i not in late]
+    secure_runs, late_runs, plain_runs = [], [], []
+    got = got_late = want = None
     for _ in range(REPEAT):
         t0 = time.perf_counter()
         want = _plain(updates, survivors)
         plain_runs.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        got = coordinator()
+        got = coordinator(answering=everyone)
         secure_runs.append(time.perf_counter() - t0)
-    assert got is not None and want is not None
+        t0 = time.perf_counter()
+        got_late = coordinator(answering=fewer)
+        late_runs.append(time.perf_counter() - t0)
+    assert got is not None and got_late is not None and want is not None
     t0 = time.perf_counter()
     simulate_secure_sum(updates, drop=drop, neighbours=neighbours, seed=SEED)
     whole = time.perf_counter() - t0
 
     sent = 64 + sum(len(m) for m in routes[survivors[0]].values()) + masked[survivors[0]].nbytes
-    sent += sum(len(s) for s in answers[survivors[0]].values())
+    shares, correction = answers[survivors[0]]
+    sent += sum(len(s) for s in shares.values()) + correction.nbytes
     plain_bytes = updates[0].nbytes
-    secure, plain = median(secure_runs), median(plain_runs)
+    secure, plain, fallback = median(secure_runs), median(plain_runs), median(late_runs)
     return {
         "clients": n,
         "graph": "secagg"
@@ -134,11 +147,15 @@ def run_case(n: int, neighbours: int | None) -> dict[str, Any]:
         "plain_s": plain,
         "coordinator_s": secure,
         "ratio": secure / plain,
+        "late_dropped": len(late),
+        "coordinator_with_late_drops_s": fallback,
+        "ratio_with_late_drops": fallback / plain,
         "client_median_s": median(client_seconds),
+        "client_correction_median_s": median(correction_seconds),
         "whole_protocol_in_process_s": whole,
         "bytes_sent_per_client": sent,
         "bytes_ratio": sent / plain_bytes,
-        "max_abs_error": float(np.abs(got - want).max()),
+        "max_abs_error": max(float(np.abs(got - want).max()), float(np.abs(got_late - want).max())),
         "error_bound": len(survivors) * params.clip / ((1 << params.bits) - 1),
         "within_target": secure / plain <= TARGET,
     }
@@ -165,7 +182,9 @@ def main() -> None:
         "plain",
         "coordinator",
         "ratio",
+        "late 10%",
         "per client",
+        "correction",
         "whole run",
         "bytes/client",
         "max error",
@@ -179,7 +198,9 @@ def main() -> None:
             fmt_seconds(r["plain_s"]),
             fmt_seconds(r["coordinator_s"]),
             fmt_ratio(r["ratio"]),
+            fmt_ratio(r["ratio_with_late_drops"]),
             fmt_seconds(r["client_median_s"]),
+            fmt_seconds(r["client_correction_median_s"]),
             fmt_seconds(r["whole_protocol_in_process_s"]),
             f"{r['bytes_sent_per_client'] / 1e3:,.0f} kB ({r['bytes_ratio']:.2f}x)",
             f"{r['max_abs_error']:.1e}",

@@ -142,8 +142,10 @@ def test_fixed_clipping_at_the_coordinator_is_refused_with_the_way_out(three: An
 
 
 def test_no_masked_update_reveals_the_update(three: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the coordinator receives from each site looks uniform, unrelated to the update."""
+    """What the coordinator receives from each site looks uniform, unrelated to the update: the
+    masked update, and the masked update less the site's correction (sent with the unmasking)."""
     seen: list[tuple[str, np.ndarray[Any, Any]]] = []
+    corrections: dict[str, list[np.ndarray[Any, Any]]] = {}
     honest = secure_rounds.secure_round
 
     def spy(**kw: Any) -> Any:
@@ -156,6 +158,8 @@ def test_no_masked_update_reveals_the_update(three: Any, monkeypatch: pytest.Mon
                 answer = fn()
                 if doc["kind"] == "train":
                     seen.append((site, answer[1][0]))
+                if doc["kind"] == "secagg_unmask":
+                    corrections[site] = answer[1]
                 return answer
 
             return run
@@ -164,13 +168,15 @@ def test_no_masked_update_reveals_the_update(three: Any, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(secure_rounds, "secure_round", spy)
     secure = _train(three, rounds=1, secure_aggregation=True)
-    assert len(seen) == 3
-    for _site, masked in seen:
-        assert masked.dtype == np.uint64
-        u = masked.astype(np.float64) / 2.0**64
-        assert 0.45 < u.mean() < 0.55  # uniform over the ring, not centred near the grid's zero
-        histogram = np.bincount((masked >> np.uint64(60)).astype(np.int64), minlength=16)
-        assert histogram.min() > 0.3 * masked.size / 16
+    assert len(seen) == 3 and sorted(corrections) == ["s0", "s1", "s2"]
+    for site, masked in seen:
+        assert [(c.dtype, c.shape) for c in corrections[site]] == [(np.uint64, masked.shape)]
+        for view in (masked, masked - corrections[site][0]):
+            assert view.dtype == np.uint64
+            u = view.astype(np.float64) / 2.0**64
+            assert 0.45 < u.mean() < 0.55  # uniform over the ring, not centred near grid zero
+            histogram = np.bincount((view >> np.uint64(60)).astype(np.int64), minlength=16)
+            assert histogram.min() > 0.3 * view.size / 16
     assert secure.history[0].sites == ["s0", "s1", "s2"]
 
 

@@ -234,3 +234,165 @@ def test_the_same_update_masks_differently_each_round() -> None:
     _, a, _ = _masked_vectors(1000)
     _, b, _ = _masked_vectors(1000)
     assert np.mean(a == b) < 0.01
+
+
+# --- one-shot unmasking: corrections from the survivors ----------------------------------------
+
+
+def _round_to_masked(
+    xs: list[np.ndarray], *, drop: tuple[int, ...] = (), threshold: int | None = None
+) -> tuple[list[SecAggClient], SecAggServer, dict[int, np.ndarray]]:
+    """Clients and a server through round 3; ``drop`` send no masked update."""
+    n = len(xs)
+    params = SecAggParams(threshold=n // 2 + 1 if threshold is None else threshold)
+    clients, server = _round_to_shares(n, params.threshold)
+    for c in clients:
+        c.receive_shares(server.shares_for(c.client_id))
+    masked = {}
+    for c, x in zip(clients, xs, strict=True):
+        if c.client_id not in drop:
+            masked[c.client_id] = c.masked_update(x)
+            server.receive_masked(c.client_id, masked[c.client_id])
+    return clients, server, masked
+
+
+@pytest.mark.parametrize("late", [(), (2,), (2, 6, 9)], ids=["none", "one", "three"])
+def test_survivors_without_a_correction_take_the_fallback(late: tuple[int, ...]) -> None:
+    xs = _updates(10, seed=7)
+    drop = (0, 5)
+    clients, server, _ = _round_to_masked(xs, drop=drop, threshold=5)
+    survivors, dropped = server.unmask_request()
+    assert dropped == list(drop)
+    for c in clients:
+        if c.client_id in survivors and c.client_id not in late:
+            server.receive_unmask(c.client_id, *c.unmask(survivors, dropped))
+    plain = sum(x.astype(np.float64) for i, x in enumerate(xs) if i not in drop)
+    assert np.abs(server.aggregate() - plain).max() <= _tolerance(8)
+    # a survivor that answers with its shares only is taken the same way
+    clients, server, _ = _round_to_masked(xs, drop=drop, threshold=5)
+    for c in clients:
+        if c.client_id in survivors:
+            if c.client_id in late:
+                server.receive_unmask(c.client_id, c.unmask_shares(survivors, dropped))
+            else:
+                server.receive_unmask(c.client_id, *c.unmask(survivors, dropped))
+    assert np.abs(server.aggregate() - plain).max() <= _tolerance(8)
+
+
+def test_with_every_correction_the_server_regenerates_no_mask(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dalang.learn import secagg
+
+    xs = _updates(10, seed=8)
+    clients, server, _ = _round_to_masked(xs, drop=(3,))
+    survivors, dropped = server.unmask_request()
+    for i in survivors:
+        server.receive_unmask(i, *clients[i].unmask(survivors, dropped))
+    expansions: list[int] = []
+    honest = secagg.prg_expand
+
+    def counting(*a: Any, **kw: Any) -> np.ndarray:
+        expansions.append(1)
+        return honest(*a, **kw)
+
+    monkeypatch.setattr(secagg, "prg_expand", counting)
+    plain = sum(x.astype(np.float64) for i, x in enumerate(xs) if i != 3)
+    assert np.abs(server.aggregate() - plain).max() <= _tolerance(9)
+    assert expansions == []
+
+
+def test_a_correction_of_the_wrong_size_dtype_or_shape_is_refused_clearly() -> None:
+    xs = _updates(4, d=50)
+    clients, server, _ = _round_to_masked(xs, threshold=3)
+    survivors, dropped = server.unmask_request()
+    shares, correction = clients[0].unmask(survivors, dropped)
+    assert correction.dtype == np.uint32 and correction.shape == (50,)
+    with pytest.raises(TamperedMessage, match=r"1-d uint32 array of 50 values"):
+        server.receive_unmask(0, shares, correction[:49])
+    with pytest.raises(TamperedMessage, match=r"is a 1-d uint64 array"):
+        server.receive_unmask(0, shares, correction.astype(np.uint64))
+    with pytest.raises(TamperedMessage, match=r"is a 2-d uint32 array"):
+        server.receive_unmask(0, shares, correction.reshape(5, 10))
+    with pytest.raises(TamperedMessage, match=r"is a 1-d float64 array"):
+        server.receive_unmask(0, shares, correction.astype(np.float64))
+    server.receive_unmask(0, shares, correction)  # a refused answer left nothing behind
+    for c in clients[1:]:
+        server.receive_unmask(c.client_id, *c.unmask(survivors, dropped))
+    plain = sum(x.astype(np.float64) for x in xs)
+    assert np.abs(server.aggregate() - plain).max() <= _tolerance(4)
+
+
+def test_a_client_answers_the_unmask_round_once() -> None:
+    xs = _updates(5, d=30)
+    clients, server, _ = _round_to_masked(xs, drop=(4,), threshold=3)
+    survivors, dropped = server.unmask_request()
+    clients[0].unmask(survivors, dropped)
+    with pytest.raises(DalangError, match="already answered"):
+        clients[0].unmask(survivors, dropped)
+    # nor with other lists, nor shares alone: the key shares of 3 would unmask its update
+    with pytest.raises(DalangError, match="already answered"):
+        clients[0].unmask_shares([0, 1, 2, 4], [3])
+    clients[1].unmask_shares(survivors, dropped)
+    with pytest.raises(DalangError, match="already answered"):
+        clients[1].unmask(survivors, dropped)
+
+
+def test_the_server_takes_one_answer_per_client_and_no_update_after_them() -> None:
+    xs = _updates(5, d=30)
+    clients, server, _ = _round_to_masked(xs, drop=(4,), threshold=3)
+    survivors, dropped = server.unmask_request()
+    shares, correction = clients[0].unmask(survivors, dropped)
+    server.receive_unmask(0, shares, correction)
+    with pytest.raises(DalangError, match="answered round 4 twice"):
+        server.receive_unmask(0, shares, correction)
+    with pytest.raises(DalangError, match="after the unmask round began"):
+        server.receive_masked(4, clients[4].masked_update(xs[4]))
+
+
+def test_a_client_refuses_an_unmask_request_it_cannot_answer_honestly() -> None:
+    xs = _updates(5, d=30)
+    clients, _, _ = _round_to_masked(xs, drop=(4,), threshold=3)
+    with pytest.raises(DalangError, match="listed as dropped"):
+        clients[0].unmask([1, 2, 3], [0, 4])
+    with pytest.raises(DalangError, match="survivors and dropped"):
+        clients[0].unmask([0, 1, 2, 3], [3, 4])
+    with pytest.raises(DalangError, match="neither as survivors nor as dropped"):
+        clients[0].unmask([0, 1, 2, 3], [])
+    with pytest.raises(DalangError, match="sent no masked update"):
+        clients[4].unmask([0, 1, 2, 3, 4], [])
+    # the refusals were not answers: the honest request still gets one
+    shares, correction = clients[0].unmask([0, 1, 2, 3], [4])
+    assert set(shares) == {0, 1, 2, 3, 4} and correction.size == 30
+
+
+def test_a_masked_update_less_its_correction_still_hides_the_update() -> None:
+    """The server holds y_j and c_j: their difference still carries j's pairwise masks with
+    its surviving neighbours, so it is no closer to j's update than y_j was."""
+    d = 20_000
+    ramp = np.linspace(-1.0, 1.0, d)
+    xs = [ramp, *_updates(4, d=d, seed=9)]
+    clients, server, masked = _round_to_masked(xs, drop=(3,), threshold=3)
+    survivors, dropped = server.unmask_request()
+    params = clients[0].params
+    for j in survivors:
+        _, correction = clients[j].unmask(survivors, dropped)
+        left = masked[j] - correction
+        quantised = quantize(xs[j], params.clip, params.bits, dtype=params.dtype)
+        assert np.mean(left == quantised) < 0.01
+        u = left.astype(np.float64) / 2.0**params.modulus_bits
+        assert 0.48 < u.mean() < 0.52  # uniform over the ring, not near the grid's centre
+        r = np.corrcoef(xs[j], left.astype(np.float64))[0, 1]
+        assert abs(r) < 4 / math.sqrt(d)
+
+
+def test_with_no_surviving_neighbour_a_correction_reveals_what_the_shares_would() -> None:
+    """The limit of the argument: a survivor whose every neighbour dropped is exposed by its
+    correction exactly as the original protocol's shares expose it (b_j and each s_i)."""
+    xs = _updates(3, d=40, seed=10)
+    clients, _, masked = _round_to_masked(xs, drop=(1, 2), threshold=1)
+    _, correction = clients[0].unmask([0], [1, 2])
+    params = clients[0].params
+    assert np.array_equal(
+        masked[0] - correction, quantize(xs[0], params.clip, params.bits, dtype=params.dtype)
+    )

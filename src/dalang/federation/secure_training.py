@@ -378,8 +378,9 @@ class MaskingSessions:
         )
         return out, {"next": keys}
 
-    def unmask(self, request: TrainRequest, *, num_examples: int) -> dict[str, Any]:
-        """``secagg_unmask``: shares of survivors' self-mask seeds and dropped sites' keys.
+    def unmask(self, request: TrainRequest, *, num_examples: int) -> tuple[dict[str, Any], Weights]:
+        """``secagg_unmask``: shares of survivors' self-mask seeds and dropped sites' keys, and
+        this site's correction (its masks that will not cancel) as the reply's one tensor.
 
         With ``secagg.next`` (the next round's session and its key list), this site's
         encrypted shares for that session too (its shares step, done ahead).
@@ -393,7 +394,7 @@ class MaskingSessions:
         with self._lock:
             self._sessions.pop(sid, None)  # never answer twice: two answers could unmask
         try:
-            shares = session.client.unmask_shares(survivors, dropped)
+            shares, correction = session.client.unmask(survivors, dropped)
         except SecAggError as e:
             raise InvalidPlan(f"secure aggregation refused to unmask: {e}") from None
         out: dict[str, Any] = {"shares": {str(k): _b64(v) for k, v in shares.items()}}
@@ -402,4 +403,4 @@ class MaskingSessions:
             if not isinstance(following, dict) or following.get("session") == sid:
                 raise InvalidPlan("'secagg.next' must name the next round's session")
             out["next"] = self.share(request, spec=following)
-        return out
+        return out, [correction]

@@ -446,7 +446,7 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
         if request.kind == T.EXCHANGE_SECAGG_SHARES:
             return self._masking.share(request), []
         if request.kind == T.EXCHANGE_SECAGG_UNMASK:
-            return self._masking.unmask(request, num_examples=int(data.y_fit.size)), []
+            return self._masking.unmask(request, num_examples=int(data.y_fit.size))
         # the site charges its own budget (by its own accountant) before it trains
         epsilon = ST.charge_training(self.ledger, request, datasets, self.policies)
         doc: dict[str, Any] = {}

@@ -15,9 +15,22 @@ Round by round, for a client ``u`` and the server:
    for every neighbour ``v`` that shared keys, ``+PRG(s_uv)`` if ``u < v`` else ``-PRG(s_uv)``.
    The pairwise masks cancel in the sum; the self mask keeps the update hidden even from a
    server that claims ``u`` dropped out.
-4. ``unmask_shares``: survivors send shares of the self-mask seed of each client whose masked
-   update arrived, and of the mask private key of each client that dropped before sending it
-   (never both for one client). With ``t`` shares per secret the server removes every mask.
+4. ``unmask``: survivors send shares of the self-mask seed of each client whose masked update
+   arrived, and of the mask private key of each client that dropped before sending it (never
+   both for one client), and one correction vector: the part of their own masked update that
+   will not cancel, ``c_u = PRG(b_u) + sum of sign(u, i) * PRG(s_ui)`` over the dropped
+   neighbours ``i``. The server subtracts the corrections from the sum (no PRG, no key
+   agreement at the server). For a survivor that sent no correction (it vanished after its
+   masked update), the server rebuilds its seed and the dropped neighbours' keys from ``t``
+   shares each and removes those masks itself, as in the original protocol.
+
+Why a correction reveals nothing more: everything the server can compute from ``c_u`` it can
+already compute from what the original protocol hands it in round 4 (the mask keys ``s_i`` of
+the dropped clients and the self-mask seeds ``b_u`` of the survivors). ``y_u - c_u`` still
+carries the pairwise masks with ``u``'s surviving neighbours, so one update stays hidden; and a
+masked update of a client declared dropped that arrives late stays hidden by its self mask,
+whose seed is never rebuilt (nor corrected) for a dropped client. As before, this protects
+the updates from a curious server, not from one that lies about who dropped.
 
 The PRG is AES-256 in counter mode (a stream of uniform bits at memory speed, with AES-NI).
 """
@@ -374,6 +387,8 @@ class SecAggClient:
     _holders: list[int] = field(init=False, repr=False, default_factory=list)
     _held: dict[int, tuple[Share, Share]] = field(init=False, repr=False, default_factory=dict)
     _sent_masked: bool = field(init=False, default=False)
+    _size: int = field(init=False, default=0)
+    _answered: bool = field(init=False, default=False)
     _channel_keys: dict[int, bytes] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -491,16 +506,49 @@ class SecAggClient:
             else:
                 y -= mask
         self._sent_masked = True
+        self._size = y.size
         return y
+
+    def unmask(
+        self, survivors: Collection[int], dropped: Collection[int]
+    ) -> tuple[dict[int, bytes], np.ndarray[Any, Any]]:
+        """Round 4: the shares of :meth:`unmask_shares` and this client's correction vector.
+
+        The correction is the part of this client's masked update that will not cancel in the
+        sum: its self mask plus its pairwise masks with the neighbours in ``dropped``
+        (``+PRG(s)`` or ``-PRG(s)``, as they were added), mod 2^m. The server subtracts it
+        instead of regenerating those masks. Answers once per round, like
+        :meth:`unmask_shares`.
+        """
+        survivors, dropped = self._check_unmask(survivors, dropped)
+        p = self.params
+        correction = prg_expand(self._self_seed, self._size, p.dtype)
+        scratch = np.empty_like(correction)
+        for peer in sorted(self._held):
+            if peer == self.client_id or peer not in dropped:
+                continue
+            mask = prg_expand(self._pair_seed(peer), self._size, p.dtype, out=scratch)
+            if _pair_sign(self.client_id, peer) > 0:
+                correction += mask
+            else:
+                correction -= mask
+        return self._shares(survivors, dropped), correction
 
     def unmask_shares(
         self, survivors: Collection[int], dropped: Collection[int]
     ) -> dict[int, bytes]:
-        """Round 4: self-mask seed shares of survivors, mask key shares of dropped clients.
+        """Round 4 without a correction: self-mask seed shares of survivors, mask key shares of
+        dropped clients (the server then removes this client's masks itself, from shares).
 
-        Refuses to give both for one client (that would unmask its update), and refuses when fewer
-        clients survived than the threshold.
+        Refuses to give both for one client (that would unmask its update), refuses when fewer
+        clients survived than the threshold or when this client is not among the survivors,
+        and answers once per round (a second answer to other lists could unmask a client).
         """
+        return self._shares(*self._check_unmask(survivors, dropped))
+
+    def _check_unmask(
+        self, survivors: Collection[int], dropped: Collection[int]
+    ) -> tuple[set[int], set[int]]:
         survivors, dropped = set(survivors), set(dropped)
         if survivors & dropped:
             raise SecAggError(
@@ -513,6 +561,22 @@ class SecAggClient:
             )
         if self.client_id in dropped:
             raise SecAggError("this client is alive but listed as dropped")
+        if self.client_id not in survivors or not self._sent_masked:
+            raise SecAggError(
+                "this client sent no masked update this round, so it has nothing to unmask"
+            )
+        unlisted = sorted(set(self._held) - survivors - dropped)
+        if unlisted:
+            raise SecAggError(
+                f"clients {unlisted} shared keys with this client but are listed neither as "
+                "survivors nor as dropped"
+            )
+        if self._answered:
+            raise SecAggError("this client has already answered the unmask round")
+        self._answered = True
+        return survivors, dropped
+
+    def _shares(self, survivors: set[int], dropped: set[int]) -> dict[int, bytes]:
         out: dict[int, bytes] = {}
         for owner, (key_share, seed_share) in self._held.items():
             if owner in survivors:
@@ -545,7 +609,8 @@ class SecAggServer:
     """The coordinator's side: routes messages, sums masked updates, removes the masks.
 
     It sees public keys, ciphertexts it cannot open, uniformly masked vectors, and at the end
-    exactly the shares it needs, so it learns the sum and nothing else.
+    the survivors' corrections and the shares it needs for those that sent none, so it learns
+    the sum and nothing else.
     """
 
     params: SecAggParams
@@ -554,6 +619,7 @@ class SecAggServer:
     _sum: np.ndarray[Any, Any] | None = field(default=None, repr=False)
     _masked_from: set[int] = field(default_factory=set)
     _unmask: dict[int, dict[int, bytes]] = field(default_factory=dict, repr=False)
+    _corrected: set[int] = field(default_factory=set)
     _answers: list[dict[int, bytes]] | None = field(default=None, repr=False)
 
     def receive_keys(self, client: int, message: bytes) -> None:
@@ -583,6 +649,10 @@ class SecAggServer:
             raise SecAggError(f"client {client} sent a masked update without sharing its keys")
         if client in self._masked_from:
             raise SecAggError(f"client {client} sent two masked updates")
+        if self._unmask:
+            raise SecAggError(
+                f"client {client}'s masked update arrived after the unmask round began"
+            )
         y = np.asarray(masked)
         if y.dtype != self.params.dtype or y.ndim != 1:
             raise TamperedMessage(
@@ -614,28 +684,69 @@ class SecAggServer:
             )
         return survivors, dropped
 
-    def receive_unmask(self, client: int, shares: Mapping[int, bytes]) -> None:
+    def receive_unmask(
+        self,
+        client: int,
+        shares: Mapping[int, bytes],
+        correction: np.ndarray[Any, Any] | None = None,
+    ) -> None:
+        """Round 4's answer: the client's shares and, from :meth:`SecAggClient.unmask`, its
+        correction (subtracted from the running sum at once).
+
+        Without a correction the client's masks come off in :meth:`aggregate_quantized`, from
+        the shares of the others. Raises :class:`TamperedMessage` for a correction that is not
+        a 1-d array of the ring's dtype and of the sum's size.
+        """
         if client not in self._masked_from:
             raise SecAggError(f"client {client} answered round 4 without a masked update")
+        if client in self._unmask:
+            raise SecAggError(f"client {client} answered round 4 twice")
+        if correction is not None:
+            assert self._sum is not None  # a masked update arrived
+            c = np.asarray(correction)
+            want = np.dtype(self.params.dtype)
+            if c.dtype != want or c.ndim != 1 or c.size != self._sum.size:
+                raise TamperedMessage(
+                    f"client {client}'s correction is a {c.ndim}-d {c.dtype} array of {c.size} "
+                    f"values; expected a 1-d {want} array of {self._sum.size} values (the size "
+                    "of the masked updates)"
+                )
+            self._sum -= c
+            self._corrected.add(client)
         self._unmask[client] = dict(shares)
         self._answers = None
 
     def aggregate_quantized(self) -> np.ndarray[Any, Any]:
-        """The sum of the survivors' quantised updates in Z/2^m (masks removed)."""
+        """The sum of the survivors' quantised updates in Z/2^m (masks removed).
+
+        The corrections already came off the sum; what is left are the masks of the survivors
+        that sent none: their self masks, and their pairwise masks with the dropped clients,
+        regenerated from secrets rebuilt from the shares.
+        """
         if self._sum is None:
             raise TooFewSurvivors("no masked update arrived")
         survivors, dropped = self.unmask_request()
         total = self._sum.copy()
+        late = [j for j in survivors if j not in self._corrected]
+        if not late:
+            return total
         scratch = np.empty_like(total)
         p = self.params
-        for owner in survivors:
+        for owner in late:
             seed = self._rebuild(owner)
             total -= prg_expand(seed, total.size, p.dtype, out=scratch)
+        uncorrected = set(late)
         for owner in dropped:
+            # v's mask includes owner when v received owner's shares
+            masked_with = [
+                v
+                for v in sorted(self._routes[owner])
+                if v in uncorrected and owner in self._routes.get(v, {})
+            ]
+            if not masked_with:
+                continue
             mask_sk = X25519PrivateKey.from_private_bytes(self._rebuild(owner))
-            for v in sorted(self._routes[owner]):
-                if v not in self._masked_from or owner not in self._routes.get(v, {}):
-                    continue  # v's mask includes owner only when v received owner's shares
+            for v in masked_with:
                 shared = mask_sk.exchange(X25519PublicKey.from_public_bytes(self._keys[v][32:]))
                 mask = prg_expand(
                     _hkdf(shared, info=b"mask", context=p.context), total.size, p.dtype, out=scratch
@@ -696,7 +807,8 @@ def simulate_secure_sum(
 
     ``drop``: clients (indices) that vanish after sharing their keys, before sending their masked
     update; their updates are left out and their pairwise masks removed. ``late_drop``: clients
-    that send their masked update and then vanish before round 4; their updates count. The
+    that send their masked update and then vanish before round 4; their updates count (the
+    server removes their masks itself, from the shares; the others send corrections). The
     result is the sum over every client not in ``drop``, within quantisation error
     (``clip / (2**bits - 2)`` per client and element). ``seed`` makes the keys reproducible
     (tests and benchmarks only).
@@ -730,5 +842,5 @@ def simulate_secure_sum(
     late = set(late_drop)
     for c in clients:
         if c.client_id not in gone and c.client_id not in late:
-            server.receive_unmask(c.client_id, c.unmask_shares(survivors, dropped))
+            server.receive_unmask(c.client_id, *c.unmask(survivors, dropped))
     return server.aggregate().reshape(shape)

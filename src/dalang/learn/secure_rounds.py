@@ -12,8 +12,10 @@ exchanges after the first round (the next round's step 1 rides on step 3, its st
 3. ``train`` with ``secagg``: each site gets the global weights and the shares addressed to
    it, trains, clips ``update - global`` to the round's clip, weights it by its share of the
    examples, quantises and masks it.
-4. ``secagg_unmask``: the sites whose masked update arrived send the shares that remove the
-   masks (self masks of survivors, pairwise masks of sites that dropped before step 3), and
+4. ``secagg_unmask``: the sites whose masked update arrived send their correction (their own
+   masks that will not cancel: the self mask and the pairwise masks with sites that dropped
+   before step 3) as one tensor, the shares that remove those masks for a site that answers
+   no more (self masks of survivors, mask keys of sites that dropped before step 3), and
    their shares for the next round.
 
 A site that drops at any step is left out; the sum survives while ``threshold`` sites answer
@@ -279,10 +281,13 @@ def secure_round(
         out.failures[site] = error
     answered = []
     shares_ahead: dict[str, Any] = {}
-    for site, (doc, _) in sorted(answers.items()):
+    for site, (doc, tensors) in sorted(answers.items()):
         try:
+            if len(tensors) > 1:
+                raise FederationError(f"{len(tensors)} correction tensors, expected 1")
             shares = {int(k): _unb64(v) for k, v in dict(doc.get("shares", {})).items()}
-            server.receive_unmask(ids[site], shares)
+            # no correction: this site's masks come off from the others' shares
+            server.receive_unmask(ids[site], shares, tensors[0] if tensors else None)
             answered.append(site)
         except (SecAggError, ValueError, TypeError, FederationError) as e:
             out.failures[site] = e

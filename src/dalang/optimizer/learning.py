@@ -18,6 +18,33 @@ constants readable in ``dalang calibrate --show``, and, unlike trees,
 extrapolates to inputs larger than any seen so far, which is where placement
 matters most. The ridge keeps kinds that appear in few stages near their
 calibrated values instead of letting one noisy stage move them.
+
+A ridge alone was not enough: from the few small stages of a learning run, the
+fit moved DuckDB's constants until it looked cheaper than it is (placement then
+lost 1.2-1.4x on small filter+aggregates and on SQLite joins pulled into DuckDB).
+Timings of a few milliseconds on a shared machine vary 2-5x from run to run, and
+at one size a fit cannot tell start-up from per-row cost, so it trades one for
+the other. Hence four guards, each cheap and each keeping the fit linear:
+
+* evidence: a kind's constants move only once it was seen in ``MIN_STAGES``
+  stages at ``MIN_SIZES`` decades of rows (the start-up: stages of ``MIN_SIZES``
+  decades); the other kinds keep their constants;
+* relative error: each stage is weighted by ``1 / seconds``, so a 2 ms stage
+  counts as much as a 2 s one;
+* trust region: one refit moves a kind's cost at any size it was seen by at most
+  ``MAX_STEP`` (the fit is drawn back toward the current constants), so a steady
+  drift takes several refits and one bad window cannot undo a calibration;
+* hold-out: every ``HOLDOUT_EVERY``-th stage is left out of the fit, and a refit
+  that predicts those (mean ``|log(predicted / actual)|``) no better than the
+  current constants is refused.
+
+These guards are what a small linear model allows and trees do not: a trust
+region and a hold-out are stated on a handful of readable constants.
+
+Every platform is refitted from its own stages, the databases too (their stage
+time, like an engine's, runs from the query sent to the result fetched as
+Arrow, uploads of other platforms' results included; their hand-over is costed as
+``Egress``). A platform that computes its constants when asked (Spark) is not.
 """
 
 from __future__ import annotations
@@ -27,7 +54,7 @@ import hashlib
 import math
 import threading
 from collections.abc import Mapping
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -42,8 +69,23 @@ from dalang.platforms.base import CostParams, OpCost, Platform
 REFIT_EVERY = 20
 #: Stage timings a refit reads (the most recent ones).
 WINDOW = 2000
-#: Weight of the pull toward the prior constants, in stage-equivalents.
+#: Weight of the pull toward the prior constants, in stage-equivalents: moving a constant
+#: costs as much as this many stages off by what the move changes in them.
 PRIOR_WEIGHT = 3.0
+#: A kind's constants move only when it was seen in this many stages...
+MIN_STAGES = 8
+#: ...at this many sizes (decades of rows): one size cannot tell start-up from per-row cost.
+MIN_SIZES = 3
+#: Trust region: one refit moves a kind's cost at any size it was seen by at most this factor.
+MAX_STEP = 2.0
+#: Share of its stage a cost now zero may grow to in one refit.
+FREE_SHARE = 0.1
+#: The trust region also holds at this many times the largest size seen.
+EXTRAPOLATE = 10.0
+#: Every this-many-th stage is held out of the fit to judge it.
+HOLDOUT_EVERY = 4
+#: Refits a Learner remembers (``Learner.refits``).
+REFITS_KEPT = 50
 #: Operators whose rows equal their input's: nothing to learn.
 _PASS_THROUGH = (Project, Sort, Limit, StageInput)
 
@@ -86,6 +128,10 @@ class Learner:
         #: Bumped whenever what was learned changes; plans placed before are stale then.
         self.generation = 0
         self._lock = threading.Lock()
+        #: Database platforms runs have used: a Context makes them per plan, not up front.
+        self._databases: dict[str, Platform] = {}
+        #: The most recent refits, oldest first: (platform, what the refit did).
+        self.refits: list[tuple[str, Refit]] = []
 
     # ---- cardinality ---------------------------------------------------------------
     def _loaded(self) -> dict[str, float]:
@@ -146,6 +192,9 @@ class Learner:
             ratios.update(learned)
             if changed:
                 self.generation += 1
+        for platform in placed.platform.values():
+            if _is_database(platform) and platform.name not in platforms:
+                self._databases.setdefault(platform.name, platform)
         stages = stage_records(placed)
         if self.history is not None and run_id is not None:
             with contextlib.suppress(Exception):  # best effort, like the history itself
@@ -155,18 +204,45 @@ class Learner:
             self.refit(platforms)
 
     def refit(self, platforms: Mapping[str, Platform], *, window: int = WINDOW) -> None:
-        """Refit every platform's constants from the last ``window`` stage timings."""
-        self.generation += 1
+        """Refit the constants of ``platforms`` and of the databases runs used.
+
+        Reads the last ``window`` stage timings; see :func:`fit_stages` for when a
+        platform's constants move. A platform that computes its constants on access
+        (Spark: from its cluster's cores and whether its session runs) is left alone:
+        what it returns is not what it stores.
+        """
         if self.history is None:
             return
         try:
             records = self.history.stages(window)
         except Exception:
             return
-        for name, platform in platforms.items():
+        changed = False
+        for name, platform in {**self._databases, **platforms}.items():
             mine = [r for r in records if r.platform == name]
-            if mine:
-                platform.cost = refit_params(platform.cost, mine)
+            if not mine or isinstance(getattr(type(platform), "cost", None), property):
+                continue
+            fit = fit_stages(platform.cost, mine)
+            self.refits = [*self.refits[-(REFITS_KEPT - 1) :], (name, fit)]
+            if fit.accepted:
+                platform.cost = fit.params
+                changed = True
+        if changed:
+            self.generation += 1
+
+
+def _is_database(platform: Platform) -> bool:
+    from dalang.platforms.database import DatabasePlatform
+
+    return isinstance(platform, DatabasePlatform)
+
+
+def _output_kind(platform: Platform) -> str:
+    """The kind a stage's hand-over is costed as: ``Egress`` where the platform declares
+    that (a database: its result leaves it, see ``CostModel.transfer_cost``), else ``Output``.
+    """
+    ops = platform.cost.ops
+    return "Egress" if "Egress" in ops and "Output" not in ops else "Output"
 
 
 def stage_records(placed: PlacedPlan) -> list[StageRecord]:
@@ -201,7 +277,7 @@ def stage_records(placed: PlacedPlan) -> list[StageRecord]:
 
         walk(root)
         est = placed.estimates[id(root)]
-        ops.append(("Output", rows_of(root), rows_of(root) * est.row_bytes))
+        ops.append((_output_kind(platform), rows_of(root), rows_of(root) * est.row_bytes))
         actual = placed.actual.get(id(root))
         if actual is not None:
             out.append(StageRecord(platform.name, actual[1], ops))
@@ -210,47 +286,182 @@ def stage_records(placed: PlacedPlan) -> list[StageRecord]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Refit:
+    """What one refit of one platform did: the constants it leaves, and why.
+
+    ``moved``: the kinds (and ``"startup"``) whose constants the fit was free to
+    move; ``held``: those with too little evidence, kept as they were;
+    ``error_before`` / ``error_after``: mean ``|log(predicted / actual)|`` over the
+    held-out stages with the current and the fitted constants.
+    """
+
+    params: CostParams
+    accepted: bool
+    reason: str
+    moved: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()
+    error_before: float | None = None
+    error_after: float | None = None
+
+
 def refit_params(params: CostParams, records: list[StageRecord]) -> CostParams:
-    """``params`` refitted to stage timings: one linear equation per stage, NNLS with a prior.
+    """``params`` refitted to stage timings, or ``params`` itself when the refit is refused.
+
+    See :func:`fit_stages` for the fit and the guards.
+    """
+    return fit_stages(params, records).params
+
+
+def fit_stages(params: CostParams, records: list[StageRecord]) -> Refit:
+    """Refit ``params`` to stage timings: one linear equation per stage, NNLS with a prior.
 
     Unknowns: the stage start-up and (start-up, per-row, per-byte) of every kind
-    the stages contain. Each stage says ``seconds = startup + sum over its
-    operators``; each unknown also gets a prior equation ``value = current value``
-    weighted by ``PRIOR_WEIGHT`` (relative to its size), so rarely seen kinds stay put.
+    seen in at least ``MIN_STAGES`` stages at ``MIN_SIZES`` sizes (decades of rows);
+    the other kinds keep their constants, and their predicted seconds are taken off
+    the stages' times. Each stage says ``seconds = startup + sum over its
+    operators``, weighted by ``1 / seconds`` (relative error); each unknown also gets
+    a prior equation ``value = current value`` weighted by ``PRIOR_WEIGHT``. Every
+    ``HOLDOUT_EVERY``-th stage is held out of the fit. The fitted constants of a
+    kind are then drawn back toward the current ones until its cost at every size it
+    was seen moves by at most ``MAX_STEP`` (the trust region), and the refit is
+    refused when it predicts the held-out stages no better than the current constants.
     """
-    kinds = sorted({k for r in records for k, _, _ in r.ops})
-    prior: list[float] = [params.startup_s]
-    for kind in kinds:
-        prior.extend(_current(params, kind))
+    train = [r for i, r in enumerate(records) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
+    held_out = [r for i, r in enumerate(records) if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
+    if len(train) < MIN_STAGES or not held_out:
+        return Refit(params, False, f"{len(records)} stages; a refit needs {MIN_STAGES + 1}")
+    kinds = sorted({k for r in train for k, _, _ in r.ops})
+    stages_of: dict[str, int] = {}
+    sizes_of: dict[str, set[int]] = {}
+    for r in train:
+        for kind in {k for k, _, _ in r.ops}:
+            stages_of[kind] = stages_of.get(kind, 0) + 1
+        for kind, rows, _ in r.ops:
+            sizes_of.setdefault(kind, set()).add(_decade(rows))
+    free = [k for k in kinds if stages_of[k] >= MIN_STAGES and len(sizes_of[k]) >= MIN_SIZES]
+    held = [k for k in kinds if k not in free]
+    startup_free = len({_decade(sum(rows for _, rows, _ in r.ops)) for r in train}) >= MIN_SIZES
+    groups = (["startup"] if startup_free else []) + free
+    if not free:
+        return Refit(params, False, "no kind seen often enough", held=tuple(kinds))
+    current = {k: _current(params, k) for k in kinds}
+    prior: list[float] = [params.startup_s] if startup_free else []
+    for kind in free:
+        prior.extend(current[kind])
+    column = {k: (1 if startup_free else 0) + 3 * i for i, k in enumerate(free)}
     n = len(prior)
     rows_a: list[list[float]] = []
     rows_b: list[float] = []
-    for r in records:
+    for r in train:
         coeffs = [0.0] * n
-        coeffs[0] = 1.0
+        known = 0.0 if startup_free else params.startup_s
+        if startup_free:
+            coeffs[0] = 1.0
         for kind, rows, nbytes in r.ops:
-            j = 1 + 3 * kinds.index(kind)
+            j = column.get(kind)
+            if j is None:
+                known += _cost(current[kind], rows, nbytes)
+                continue
             coeffs[j] += 1.0
             coeffs[j + 1] += rows
             coeffs[j + 2] += nbytes
         weight = 1.0 / max(r.seconds, 1e-4)  # relative error, as in calibration
         rows_a.append([c * weight for c in coeffs])
-        rows_b.append(r.seconds * weight)
+        rows_b.append((r.seconds - known) * weight)
+    data = np.asarray(rows_a)
     for j, value in enumerate(prior):
         if value <= 0:
             continue
+        # the share of their stages' time this constant's term now explains: moving it by
+        # a factor weighs as much as PRIOR_WEIGHT stages off by what the move changes in them
+        seen = data[:, j][data[:, j] > 0]
+        share = value * float(seen.mean()) if seen.size else 1.0
         coeffs = [0.0] * n
-        coeffs[j] = PRIOR_WEIGHT / value
+        coeffs[j] = math.sqrt(PRIOR_WEIGHT) * share / value
         rows_a.append(coeffs)
-        rows_b.append(PRIOR_WEIGHT)
+        rows_b.append(math.sqrt(PRIOR_WEIGHT) * share)
     a = np.asarray(rows_a)
     scale = np.maximum(np.abs(a).max(axis=0), 1e-30)
-    solution = nnls(a / scale, np.asarray(rows_b)) / scale
-    ops: dict[str, OpCost] = dict(params.ops)
-    for i, kind in enumerate(kinds):
-        j = 1 + 3 * i
-        ops[kind] = (float(solution[j]), float(solution[j + 1]), float(solution[j + 2]))
-    return replace(params, startup_s=float(solution[0]), ops=ops)
+    solution = (nnls(a / scale, np.asarray(rows_b)) / scale).tolist()
+    # the trust region: one step toward the fit, as long as no cost moves more than MAX_STEP
+    # (one step for all constants: those the stages cannot tell apart keep their balance)
+    new_startup = solution[0] if startup_free else params.startup_s
+    step = _step((params.startup_s, 0, 0), (new_startup, 0, 0), [(0, 0, r.seconds) for r in train])
+    new: dict[str, OpCost] = {}
+    for kind in free:
+        j = column[kind]
+        new[kind] = (solution[j], solution[j + 1], solution[j + 2])
+        points = [(rows, b, r.seconds) for r in train for k, rows, b in r.ops if k == kind]
+        step = min(step, _step(current[kind], new[kind], _and_beyond(points)))
+    startup = params.startup_s + step * (new_startup - params.startup_s)
+    fitted = {
+        kind: (
+            old[0] + step * (new[kind][0] - old[0]),
+            old[1] + step * (new[kind][1] - old[1]),
+            old[2] + step * (new[kind][2] - old[2]),
+        )
+        for kind, old in ((k, current[k]) for k in free)
+    }
+    for kind in held:  # a held kind that fell back on a fitted base kind keeps its cost
+        if kind not in params.ops and kind.split(".", 1)[0] in fitted:
+            fitted[kind] = current[kind]
+    candidate = replace(params, startup_s=startup, ops={**params.ops, **fitted})
+    before = _log_error(params, held_out)
+    after = _log_error(candidate, held_out)
+    accepted = after < before
+    return Refit(
+        candidate if accepted else params,
+        accepted,
+        "predicts the held-out stages better" if accepted else "predicts them no better",
+        moved=tuple(groups),
+        held=tuple(held),
+        error_before=before,
+        error_after=after,
+    )
+
+
+def _cost(c: OpCost, rows: float, nbytes: float) -> float:
+    return c[0] + c[1] * rows + c[2] * nbytes
+
+
+def _decade(rows: float) -> int:
+    return math.floor(math.log10(max(rows, 1.0)))
+
+
+def _step(old: OpCost, new: OpCost, points: list[tuple[float, float, float]]) -> float:
+    """How far (0 to 1) from ``old`` toward ``new`` each point's cost stays within ``MAX_STEP``.
+
+    ``points``: (rows, bytes, seconds of the stage) where the kind was seen. A cost the
+    current constants put at zero may grow to ``FREE_SHARE`` of its stage.
+    """
+    t = 1.0
+    for rows, nbytes, seconds in points:
+        before, after = _cost(old, rows, nbytes), _cost(new, rows, nbytes)
+        ceiling = before * MAX_STEP if before > 0 else FREE_SHARE * seconds
+        if after > ceiling:
+            t = min(t, (ceiling - before) / (after - before))
+        elif after < before / MAX_STEP:
+            t = min(t, (before - before / MAX_STEP) / (before - after))
+    return max(t, 0.0)
+
+
+def _and_beyond(points: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
+    """``points`` and one ``EXTRAPOLATE`` times the largest: placement extrapolates the fit."""
+    rows, nbytes, seconds = max(points)
+    return [*points, (rows * EXTRAPOLATE, nbytes * EXTRAPOLATE, seconds * EXTRAPOLATE)]
+
+
+def _predict(params: CostParams, record: StageRecord) -> float:
+    return params.startup_s + sum(params.operator_cost(k, rows, b) for k, rows, b in record.ops)
+
+
+def _log_error(params: CostParams, records: list[StageRecord]) -> float:
+    """Mean ``|log(predicted / actual)|``: a stage 2x off counts the same at 1 ms and at 1 s."""
+    total = 0.0
+    for r in records:
+        total += abs(math.log(max(_predict(params, r), 1e-6) / max(r.seconds, 1e-6)))
+    return total / len(records)
 
 
 def _current(params: CostParams, kind: str) -> OpCost:

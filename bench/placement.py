@@ -519,6 +519,26 @@ def train(ctx: dl.Context, cells: list[tuple[str, str, int]], runs: int, console
     return seconds
 
 
+def refit_log(ctx: dl.Context, console: Console) -> list[dict[str, Any]]:
+    """What each refit of the learned model did: accepted or not, why, and which kinds moved."""
+    out = []
+    for name, fit in ctx._learner.refits:
+        out.append(
+            {
+                "platform": name,
+                "accepted": fit.accepted,
+                "reason": fit.reason,
+                "moved": list(fit.moved),
+                "held": list(fit.held),
+                "error_before": fit.error_before,
+                "error_after": fit.error_after,
+            }
+        )
+    accepted = [name for name, fit in ctx._learner.refits if fit.accepted]
+    console.print(f"refits: {len(out)}, accepted for {', '.join(accepted) or 'none'}")
+    return out
+
+
 def measure_planning(ctx: dl.Context, repeat: int = 50) -> dict[str, Any]:
     dataset = thirty_operator_plan(ctx, 100)
     operators = sum(1 for _ in walk_plan(dataset.node))
@@ -682,6 +702,7 @@ def main(argv: list[str] | None = None) -> int:
             if "learned" in models:
                 meta["train_runs"] = args.train_runs
                 meta["train_s"] = train(autos["learned"], cells, args.train_runs, console)
+                meta["learned_refits"] = refit_log(autos["learned"], console)
         for where, shape, rows in cells:
             if where == FILES:
                 forced = {

@@ -330,7 +330,7 @@ def fit_stages(params: CostParams, records: list[StageRecord]) -> Refit:
     train = [r for i, r in enumerate(records) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
     held_out = [r for i, r in enumerate(records) if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
     if len(train) < MIN_STAGES or not held_out:
-        return Refit(params, False, f"{len(records)} stages; a refit needs {MIN_STAGES + 1}")
+        return Refit(params, False, f"{len(train)} stages to fit; a refit needs {MIN_STAGES}")
     kinds = sorted({k for r in train for k, _, _ in r.ops})
     stages_of: dict[str, int] = {}
     sizes_of: dict[str, set[int]] = {}

@@ -389,11 +389,15 @@ def _take_turns(
     repeat: int,
     max_seconds: float,
     min_seconds: float,
+    errors: dict[str, str],
 ) -> int:
     """Rounds of one run each, in a rotating order; returns how many rounds ran.
 
     At least ``repeat`` rounds, and more (up to 25) until ``min_seconds`` have passed.
+    A runner that fails (Spark out of heap on a large input) leaves the rounds; its
+    error goes to ``errors`` and it has no time.
     """
+    runners = dict(runners)
     started = time.perf_counter()
     rounds = 0
     while runners and (
@@ -403,10 +407,16 @@ def _take_turns(
         order = list(runners.items())
         shift = rounds % len(order)
         for name, run in order[shift:] + order[:shift]:
-            seconds, _ = timed(run)
+            try:
+                seconds, _ = timed(run)
+            except Exception as exc:
+                errors[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                runs[name].clear()
+                del runners[name]
+                continue
             runs[name].append(seconds)
         rounds += 1
-        if max(median(runs[name]) for name in runners) > max_seconds:
+        if runners and max(median(runs[name]) for name in runners) > max_seconds:
             break
     return rounds
 
@@ -452,19 +462,20 @@ def run_case(
             results[name] = _result_key(dataset.to_arrow())  # also warms caches
         except Exception as exc:
             errors[name] = f"{type(exc).__name__}: {exc}"
-            console.print(f"  [red]{where} {shape} {rows} {name}: {errors[name]}[/red]")
             continue
         runners[name] = dataset.to_arrow
         runs[name] = []
     # Spark first, on its own: its JVM keeps working for a while after a job (GC, cleanup)
     # on the same 2 cores, which would slow whoever ran right after it
     jvm = {k: v for k, v in runners.items() if k == "spark"}
-    _take_turns(jvm, runs, repeat, max_seconds, 1.0)
+    _take_turns(jvm, runs, repeat, max_seconds, 1.0, errors)
     if jvm:
         time.sleep(JVM_SETTLE_S)
     rounds = _take_turns(
-        {k: v for k, v in runners.items() if k not in jvm}, runs, repeat, max_seconds, 2.0
+        {k: v for k, v in runners.items() if k not in jvm}, runs, repeat, max_seconds, 2.0, errors
     )
+    for name in errors:
+        console.print(f"  [red]{where} {shape} {rows} {name}: {errors[name]}[/red]")
     timings = {name: median(r) for name, r in runs.items() if r}
     forced_times = {k: v for k, v in timings.items() if not k.startswith("auto:")}
     fastest = min(forced_times, key=lambda k: forced_times[k]) if forced_times else None
@@ -472,7 +483,10 @@ def run_case(
         seconds = timings.get(info.get("timed_as", f"auto:{model}"))
         info["seconds"] = seconds
         info["spark"] = "spark" in info["platforms"]
-        if seconds is not None and fastest is not None:
+        failed = errors.get(info.get("timed_as", f"auto:{model}"))
+        if failed is not None and fastest is not None:  # a plan that fails is a miss
+            info.update(error=failed, auto_vs_fastest_forced=None, within=False)
+        elif seconds is not None and fastest is not None:
             ratio = seconds / forced_times[fastest]
             info.update(auto_vs_fastest_forced=ratio, within=bool(ratio <= WITHIN))
     entry: dict[str, Any] = {
@@ -532,6 +546,7 @@ def refit_log(ctx: dl.Context, console: Console) -> list[dict[str, Any]]:
                 "held": list(fit.held),
                 "error_before": fit.error_before,
                 "error_after": fit.error_after,
+                "constants": {k: {"before": list(b), "fitted": list(a)} for k, b, a in fit.changes},
             }
         )
     accepted = [name for name, fit in ctx._learner.refits if fit.accepted]

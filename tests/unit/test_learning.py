@@ -11,7 +11,7 @@ import pytest
 
 import dalang as dl
 from dalang.optimizer.history import History, StageRecord
-from dalang.optimizer.learning import MAX_STEP, MIN_STAGES, fit_stages, refit_params
+from dalang.optimizer.learning import MAX_STEP, MIN_STAGES, WINDOW, fit_stages, refit_params
 from dalang.platforms.base import CostParams, OpCost
 
 #: The constants stages are generated from in these tests ("the machine").
@@ -44,12 +44,14 @@ def _timed(truth: CostParams, ops: list[tuple[str, float, float]], noise: float)
     return StageRecord("engine", seconds * noise, ops)
 
 
-def _consistent_stages(truth: CostParams, seed: int = 3) -> list[StageRecord]:
+def _consistent_stages(truth: CostParams, seed: int = 3, repeats: int = 6) -> list[StageRecord]:
     """Stages of four shapes, so that every constant but the fixed parts paid by every
     stage (start-up, the scan's and the hand-over's) can be told apart."""
     rng = np.random.default_rng(seed)
     out = []
-    sizes = [(r, w) for _ in range(3) for r in (1e2, 1e3, 1e4, 1e5, 1e6, 3e6) for w in (8, 24, 64)]
+    sizes = [
+        (r, w) for _ in range(repeats) for r in (1e2, 1e3, 1e4, 1e5, 1e6, 3e6) for w in (8, 24, 64)
+    ]
     for i, (rows, width) in enumerate(sizes):
         scan = ("Scan", rows, rows * width)
         shapes = [
@@ -97,7 +99,9 @@ def test_noisy_small_stages_move_constants_within_the_trust_bound() -> None:
     rng = np.random.default_rng(2)
     records = [
         _stage(TRUTH, rows, 8, aggregate=bool(i % 2), noise=float(rng.uniform(0.1, 0.25)))
-        for i, rows in enumerate([100, 300, 1_000, 3_000, 10_000, 30_000] * 4)
+        for i, rows in enumerate(
+            [100, 200, 300, 500, 1_000, 2_000, 3_000, 5_000, 10_000, 30_000] * 2
+        )
     ]
     fit = fit_stages(TRUTH, records)
     assert fit.accepted  # the data do say "cheaper": the refit follows, but only so far
@@ -116,30 +120,35 @@ def test_noisy_small_stages_move_constants_within_the_trust_bound() -> None:
 
 # ---- recovering constants -----------------------------------------------------------------
 def test_consistent_stages_recover_the_constants_they_came_from() -> None:
-    """A prior up to 1.8x off on every kind: refits (as every 20 runs) find the truth."""
+    """A prior up to 1.8x off on every kind: refits of a full window find the truth.
+
+    The pull toward the prior weighs as a few stages: over a window of 2,000 it biases
+    the constants by a few per cent (over 200, up to a third on the least seen terms).
+    """
     prior = _scaled(
         TRUTH, {"Scan": 1.8, "Filter": 0.6, "Aggregate": 1.5, "Output": 0.7}, startup=0.6
     )
-    records = _consistent_stages(TRUTH)
+    records = _consistent_stages(TRUTH, repeats=27)
+    assert len(records) <= WINDOW
     params = prior
-    for _ in range(8):
-        params = refit_params(params, records)
+    for _ in range(4):
+        params = refit_params(params, records, prior=prior)  # as the Learner does
 
     # every stage pays start-up, one scan and one hand-over: only their sum is told apart
     def paid_by_all(p: CostParams) -> float:
         return p.startup_s + p.ops["Scan"][0] + p.ops["Output"][0]
 
-    assert paid_by_all(params) == pytest.approx(paid_by_all(TRUTH), rel=0.05)
+    assert paid_by_all(params) == pytest.approx(paid_by_all(TRUTH), rel=0.02)
     for kind, (fixed, per_row, per_byte) in TRUTH.ops.items():
         got = params.ops[kind]
         if kind in ("Filter", "Aggregate"):
-            assert got[0] == pytest.approx(fixed, rel=0.2), kind
-        assert got[1] == pytest.approx(per_row, rel=0.1, abs=1e-10), kind
-        assert got[2] == pytest.approx(per_byte, rel=0.2, abs=3e-11), kind
+            assert got[0] == pytest.approx(fixed, rel=0.05), kind
+        assert got[1] == pytest.approx(per_row, rel=0.15, abs=1e-10), kind
+        assert got[2] == pytest.approx(per_byte, rel=0.1, abs=3e-11), kind
     # and a size never seen (10^7 rows) is predicted as the truth would
     unseen = _stage(TRUTH, 1e7, 24, aggregate=True)
     predicted = params.startup_s + sum(params.operator_cost(k, r, b) for k, r, b in unseen.ops)
-    assert predicted == pytest.approx(unseen.seconds, rel=0.05)
+    assert predicted == pytest.approx(unseen.seconds, rel=0.02)
 
 
 def test_one_refit_moves_a_constant_at_most_the_trust_factor() -> None:
@@ -147,7 +156,7 @@ def test_one_refit_moves_a_constant_at_most_the_trust_factor() -> None:
     truth = 4e-8  # filters are really 4x slower than the prior says
     records = [
         StageRecord("x", 1e-3 + truth * rows, [("Filter", rows, 8 * rows)])
-        for rows in (1e4, 1e5, 1e6, 2e6, 5e6) * 4
+        for rows in (1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 2e6, 5e6, 1e7) * 2
     ]
     first = refit_params(prior, records)
     ratio = first.operator_cost("Filter", 3e6, 24e6) / prior.operator_cost("Filter", 3e6, 24e6)
@@ -200,10 +209,10 @@ def test_database_platform_constants_are_refitted_from_their_stages(tmp_path: Pa
     uri = _sqlite_tables(tmp_path / "facts.db")
     ctx = dl.Context(platforms=["python"], history=tmp_path / "h.sqlite", progress=False)
 
-    def query(rows: int) -> dl.Dataset:
+    def query(rows: int, keep: float = 0.5) -> dl.Dataset:
         return (
             ctx.read_table(uri, f"fact_{rows}")
-            .filter(dl.col("x") < 0.5)
+            .filter(dl.col("x") < keep)
             .group_by("k")
             .agg(total=dl.col("v").sum())
         )
@@ -217,10 +226,12 @@ def test_database_platform_constants_are_refitted_from_their_stages(tmp_path: Pa
         per_byte_s=cost.per_byte_s * 0.05,
     )
     sqlite.cost = too_cheap
-    for _ in range(5):
-        for rows in (100, 1_000, 10_000, 100_000):
-            assert sqlite.name in {p.name for p in ctx.plan(query(rows).node).platform.values()}
-            query(rows).to_arrow()
+    for _ in range(2):  # 24 runs of 12 distinct stages: one refit, after the 20th
+        for keep in (0.1, 0.5, 0.9):
+            for rows in (100, 1_000, 10_000, 100_000):
+                placed = ctx.plan(query(rows, keep).node)
+                assert sqlite.name in {p.name for p in placed.platform.values()}
+                query(rows, keep).to_arrow()
     assert sqlite.cost != too_cheap
     refits = [fit for name, fit in ctx._learner.refits if name == sqlite.name]
     assert refits and refits[-1].accepted

@@ -22,18 +22,25 @@ calibrated values instead of letting one noisy stage move them.
 A ridge alone was not enough: from the few small stages of a learning run, the
 fit moved DuckDB's constants until it looked cheaper than it is (placement then
 lost 1.2-1.4x on small filter+aggregates and on SQLite joins pulled into DuckDB).
-Timings of a few milliseconds on a shared machine vary 2-5x from run to run, and
-at one size a fit cannot tell start-up from per-row cost, so it trades one for
-the other. Hence four guards, each cheap and each keeping the fit linear:
+Timings of a few milliseconds on a shared machine vary 2-5x from run to run, at
+one size a fit cannot tell start-up from per-row cost, and stages carry work the
+features do not model (a Python function's own time lands on the operators
+around it). Worse, each refit pulled toward the constants the last one left, so
+refits of much the same window compounded: a kind moved 2-5x within 80 runs.
+Hence these guards, each cheap and each keeping the fit linear:
 
+* the prior is fixed: every refit is pulled toward the constants the platform had
+  before its first refit (the calibration), weighted as ``PRIOR_WEIGHT`` stages
+  off by what a move changes in them, so refits of the same stages land in the
+  same place and a full window outweighs the prior;
 * evidence: a kind's constants move only once it was seen in ``MIN_STAGES``
-  stages at ``MIN_SIZES`` decades of rows (the start-up: stages of ``MIN_SIZES``
-  decades); the other kinds keep their constants;
+  distinct stages (a plan run twice on the same data is one) at ``MIN_SIZES``
+  decades of rows (the start-up: stages of ``MIN_SIZES`` decades); the other kinds
+  keep their constants;
 * relative error: each stage is weighted by ``1 / seconds``, so a 2 ms stage
   counts as much as a 2 s one;
-* trust region: one refit moves a kind's cost at any size it was seen by at most
-  ``MAX_STEP`` (the fit is drawn back toward the current constants), so a steady
-  drift takes several refits and one bad window cannot undo a calibration;
+* trust region: one refit moves a kind's cost at any size it was seen, and at
+  ``EXTRAPOLATE`` times the largest, by at most ``MAX_STEP``;
 * hold-out: every ``HOLDOUT_EVERY``-th stage is left out of the fit, and a refit
   that predicts those (mean ``|log(predicted / actual)|``) no better than the
   current constants is refused.
@@ -132,6 +139,8 @@ class Learner:
         self._databases: dict[str, Platform] = {}
         #: The most recent refits, oldest first: (platform, what the refit did).
         self.refits: list[tuple[str, Refit]] = []
+        #: Each platform's constants before its first refit: what every refit is pulled to.
+        self._priors: dict[str, CostParams] = {}
 
     # ---- cardinality ---------------------------------------------------------------
     def _loaded(self) -> dict[str, float]:
@@ -222,7 +231,10 @@ class Learner:
             mine = [r for r in records if r.platform == name]
             if not mine or isinstance(getattr(type(platform), "cost", None), property):
                 continue
-            fit = fit_stages(platform.cost, mine)
+            # pulled toward the constants before any refit, not the last refit's: refits of
+            # much the same stages then land in the same place instead of compounding
+            prior = self._priors.setdefault(name, platform.cost)
+            fit = fit_stages(platform.cost, mine, prior=prior)
             self.refits = [*self.refits[-(REFITS_KEPT - 1) :], (name, fit)]
             if fit.accepted:
                 platform.cost = fit.params
@@ -293,7 +305,8 @@ class Refit:
     ``moved``: the kinds (and ``"startup"``) whose constants the fit was free to
     move; ``held``: those with too little evidence, kept as they were;
     ``error_before`` / ``error_after``: mean ``|log(predicted / actual)|`` over the
-    held-out stages with the current and the fitted constants.
+    held-out stages with the current and the fitted constants; ``changes``: per moved
+    kind, its constants before and as fitted (start-up as ``(seconds, 0, 0)``).
     """
 
     params: CostParams
@@ -303,17 +316,22 @@ class Refit:
     held: tuple[str, ...] = ()
     error_before: float | None = None
     error_after: float | None = None
+    changes: tuple[tuple[str, OpCost, OpCost], ...] = ()
 
 
-def refit_params(params: CostParams, records: list[StageRecord]) -> CostParams:
+def refit_params(
+    params: CostParams, records: list[StageRecord], *, prior: CostParams | None = None
+) -> CostParams:
     """``params`` refitted to stage timings, or ``params`` itself when the refit is refused.
 
     See :func:`fit_stages` for the fit and the guards.
     """
-    return fit_stages(params, records).params
+    return fit_stages(params, records, prior=prior).params
 
 
-def fit_stages(params: CostParams, records: list[StageRecord]) -> Refit:
+def fit_stages(
+    params: CostParams, records: list[StageRecord], *, prior: CostParams | None = None
+) -> Refit:
     """Refit ``params`` to stage timings: one linear equation per stage, NNLS with a prior.
 
     Unknowns: the stage start-up and (start-up, per-row, per-byte) of every kind
@@ -321,36 +339,39 @@ def fit_stages(params: CostParams, records: list[StageRecord]) -> Refit:
     the other kinds keep their constants, and their predicted seconds are taken off
     the stages' times. Each stage says ``seconds = startup + sum over its
     operators``, weighted by ``1 / seconds`` (relative error); each unknown also gets
-    a prior equation ``value = current value`` weighted by ``PRIOR_WEIGHT``. Every
+    a prior equation ``value = its value in prior`` (the calibrated constants; default
+    ``params``) weighted by ``PRIOR_WEIGHT``. Every
     ``HOLDOUT_EVERY``-th stage is held out of the fit. The fitted constants of a
     kind are then drawn back toward the current ones until its cost at every size it
     was seen moves by at most ``MAX_STEP`` (the trust region), and the refit is
-    refused when it predicts the held-out stages no better than the current constants.
+    refused unless it predicts the held-out stages better than ``params`` does.
+    A "stage" here is a distinct one: the same plan run twice on the same data is one.
     """
+    anchor = params if prior is None else prior
     train = [r for i, r in enumerate(records) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
     held_out = [r for i, r in enumerate(records) if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
     if len(train) < MIN_STAGES or not held_out:
         return Refit(params, False, f"{len(train)} stages to fit; a refit needs {MIN_STAGES}")
     kinds = sorted({k for r in train for k, _, _ in r.ops})
-    stages_of: dict[str, int] = {}
+    stages_of: dict[str, set[tuple[tuple[str, float, float], ...]]] = {}
     sizes_of: dict[str, set[int]] = {}
     for r in train:
-        for kind in {k for k, _, _ in r.ops}:
-            stages_of[kind] = stages_of.get(kind, 0) + 1
+        shape = tuple((k, _rounded(rows), _rounded(b)) for k, rows, b in r.ops)
         for kind, rows, _ in r.ops:
+            stages_of.setdefault(kind, set()).add(shape)
             sizes_of.setdefault(kind, set()).add(_decade(rows))
-    free = [k for k in kinds if stages_of[k] >= MIN_STAGES and len(sizes_of[k]) >= MIN_SIZES]
+    free = [k for k in kinds if len(stages_of[k]) >= MIN_STAGES and len(sizes_of[k]) >= MIN_SIZES]
     held = [k for k in kinds if k not in free]
     startup_free = len({_decade(sum(rows for _, rows, _ in r.ops)) for r in train}) >= MIN_SIZES
     groups = (["startup"] if startup_free else []) + free
     if not free:
         return Refit(params, False, "no kind seen often enough", held=tuple(kinds))
     current = {k: _current(params, k) for k in kinds}
-    prior: list[float] = [params.startup_s] if startup_free else []
+    pulled_to: list[float] = [anchor.startup_s] if startup_free else []
     for kind in free:
-        prior.extend(current[kind])
+        pulled_to.extend(_current(anchor, kind))
     column = {k: (1 if startup_free else 0) + 3 * i for i, k in enumerate(free)}
-    n = len(prior)
+    n = len(pulled_to)
     rows_a: list[list[float]] = []
     rows_b: list[float] = []
     for r in train:
@@ -370,39 +391,36 @@ def fit_stages(params: CostParams, records: list[StageRecord]) -> Refit:
         rows_a.append([c * weight for c in coeffs])
         rows_b.append((r.seconds - known) * weight)
     data = np.asarray(rows_a)
-    for j, value in enumerate(prior):
-        if value <= 0:
-            continue
-        # the share of their stages' time this constant's term now explains: moving it by
-        # a factor weighs as much as PRIOR_WEIGHT stages off by what the move changes in them
+    for j, value in enumerate(pulled_to):
+        # the pull weighs moving a constant as PRIOR_WEIGHT stages off by what the move
+        # changes in them (the stages it is in, on average); a zero is pulled to stay zero
         seen = data[:, j][data[:, j] > 0]
-        share = value * float(seen.mean()) if seen.size else 1.0
+        if not seen.size:
+            continue
+        weight = float(seen.mean())
         coeffs = [0.0] * n
-        coeffs[j] = math.sqrt(PRIOR_WEIGHT) * share / value
+        coeffs[j] = math.sqrt(PRIOR_WEIGHT) * weight
         rows_a.append(coeffs)
-        rows_b.append(math.sqrt(PRIOR_WEIGHT) * share)
+        rows_b.append(math.sqrt(PRIOR_WEIGHT) * weight * value)
     a = np.asarray(rows_a)
     scale = np.maximum(np.abs(a).max(axis=0), 1e-30)
     solution = (nnls(a / scale, np.asarray(rows_b)) / scale).tolist()
-    # the trust region: one step toward the fit, as long as no cost moves more than MAX_STEP
-    # (one step for all constants: those the stages cannot tell apart keep their balance)
+    # the trust region: each kind (and the start-up) steps toward its fit as far as no cost
+    # of it moves more than MAX_STEP; the hold-out judges the result as a whole
     new_startup = solution[0] if startup_free else params.startup_s
     step = _step((params.startup_s, 0, 0), (new_startup, 0, 0), [(0, 0, r.seconds) for r in train])
-    new: dict[str, OpCost] = {}
-    for kind in free:
-        j = column[kind]
-        new[kind] = (solution[j], solution[j + 1], solution[j + 2])
-        points = [(rows, b, r.seconds) for r in train for k, rows, b in r.ops if k == kind]
-        step = min(step, _step(current[kind], new[kind], _and_beyond(points)))
     startup = params.startup_s + step * (new_startup - params.startup_s)
-    fitted = {
-        kind: (
-            old[0] + step * (new[kind][0] - old[0]),
-            old[1] + step * (new[kind][1] - old[1]),
-            old[2] + step * (new[kind][2] - old[2]),
+    fitted: dict[str, OpCost] = {}
+    for kind in free:
+        j, old = column[kind], current[kind]
+        new = (solution[j], solution[j + 1], solution[j + 2])
+        points = [(rows, b, r.seconds) for r in train for k, rows, b in r.ops if k == kind]
+        t = _step(old, new, _and_beyond(points))
+        fitted[kind] = (
+            old[0] + t * (new[0] - old[0]),
+            old[1] + t * (new[1] - old[1]),
+            old[2] + t * (new[2] - old[2]),
         )
-        for kind, old in ((k, current[k]) for k in free)
-    }
     for kind in held:  # a held kind that fell back on a fitted base kind keeps its cost
         if kind not in params.ops and kind.split(".", 1)[0] in fitted:
             fitted[kind] = current[kind]
@@ -418,11 +436,20 @@ def fit_stages(params: CostParams, records: list[StageRecord]) -> Refit:
         held=tuple(held),
         error_before=before,
         error_after=after,
+        changes=(
+            ("startup", (params.startup_s, 0.0, 0.0), (startup, 0.0, 0.0)),
+            *((k, current[k], fitted[k]) for k in free),
+        ),
     )
 
 
 def _cost(c: OpCost, rows: float, nbytes: float) -> float:
     return c[0] + c[1] * rows + c[2] * nbytes
+
+
+def _rounded(x: float) -> float:
+    """``x`` to two significant digits: stage sizes that differ by noise only are one size."""
+    return float(f"{x:.2g}")
 
 
 def _decade(rows: float) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 app = typer.Typer(help="dalang: one Python pipeline, run where it belongs.", no_args_is_help=True)
@@ -43,15 +45,28 @@ def history(limit: int = typer.Option(10, help="How many runs to show.")) -> Non
 @app.command()
 def calibrate(
     show: bool = typer.Option(False, "--show", help="Print the stored constants; run nothing."),
-    platforms: str = typer.Option(
-        "python,polars,duckdb", help="Comma-separated platforms to measure."
+    platforms: str | None = typer.Option(
+        None,
+        help="Comma-separated platforms to measure (default: python,polars,duckdb; "
+        "none when --database is given). 'spark' starts a JVM: seconds.",
     ),
-    budget: float = typer.Option(60.0, help="Seconds the micro-benchmarks may take."),
+    spark: bool = typer.Option(False, "--spark", help="Also measure Spark (needs pyspark)."),
+    database: list[str] = typer.Option(  # noqa: B008 - typer reads the default here
+        [],
+        "--database",
+        help="A database to measure, as a URI (repeatable): scratch tables are loaded "
+        "into it and dropped afterwards.",
+    ),
+    budget: float = typer.Option(60.0, help="Seconds the micro-benchmarks may take in all."),
 ) -> None:
-    """Measure each platform's operator costs on this machine and store them for every Context."""
-    from rich.console import Console
-    from rich.table import Table
+    """Measure each platform's operator costs on this machine and store them for every Context.
 
+    Databases are stored under their URI without user and password; every Context that
+    reads one of them uses its constants.
+    """
+    from rich.console import Console
+
+    from dalang.errors import DalangError
     from dalang.optimizer.cost import cached_profile, profile_path, save_profile
     from dalang.platforms.registry import create_platform
 
@@ -60,21 +75,61 @@ def calibrate(
     if not show:
         from dalang.optimizer.calibration import calibrate as run_calibration
 
-        chosen = [create_platform(n.strip()) for n in platforms.split(",") if n.strip()]
-        with console.status("calibrating ...") as status:
-            result = run_calibration(chosen, budget_s=budget, progress=status.update)
-        save_profile(result.profiles, path, meta={"seconds": round(result.seconds, 2)})
+        if budget <= 0:
+            typer.echo(
+                f"error: --budget is in seconds and must be positive, got {budget}", err=True
+            )
+            raise typer.Exit(2)
+        default = "" if database else "python,polars,duckdb"
+        names = [n.strip() for n in (platforms or default).split(",") if n.strip()]
+        if spark and "spark" not in names:
+            names.append("spark")
+        chosen = []
+        try:
+            chosen = [create_platform(n) for n in names]
+            with console.status("calibrating ...") as status:
+                result = run_calibration(
+                    chosen, databases=database, budget_s=budget, progress=status.update
+                )
+        except DalangError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        finally:
+            for p in chosen:
+                p.close()
+        # a run measures what it was asked to; what earlier runs measured stays
+        stored = {**cached_profile(path), **result.profiles}
+        save_profile(stored, path, meta={"seconds": round(result.seconds, 2)})
         console.print(f"measured in {result.seconds:.1f}s; stored in {path}")
+        if result.spark_start_s is not None:
+            console.print(f"spark: JVM and session started in {result.spark_start_s:.1f}s")
     profiles = cached_profile(path)
     if not profiles:
         console.print(f"no calibration stored in {path}: run `dalang calibrate`")
         raise typer.Exit(1)
+    console.print(_constants_table(profiles, path))
+
+
+def _constants_table(profiles: dict[str, Any], path: object) -> Any:
+    """The stored constants as a rich table (Spark's start-ups and cores on rows of their own)."""
+    from rich.table import Table
+
+    from dalang.platforms.spark import CORES_KIND, WARM_START_KIND
+
     table = Table(title=f"cost constants ({path})")
     for name in ("platform", "operator", "start-up", "per row", "per byte", "1M rows x 16 B"):
         table.add_column(name, justify="left" if name in {"platform", "operator"} else "right")
     for name, profile in sorted(profiles.items()):
-        table.add_row(name, "(stage)", f"{profile.startup_s * 1e3:.3f} ms", "", "", "")
-        for kind, (fixed, per_row, per_byte) in sorted(profile.ops.items()):
+        ops = dict(profile.ops)
+        warm = ops.pop(WARM_START_KIND, None)
+        cores = ops.pop(CORES_KIND, None)
+        first = "(JVM + session)" if warm is not None else "(stage)"
+        table.add_row(name, first, f"{profile.startup_s * 1e3:.3f} ms", "", "", "")
+        if warm is not None:
+            table.add_row("", "(stage, warm)", f"{warm[0] * 1e3:.3f} ms", "", "", "")
+        if cores is not None:
+            table.add_row("", f"(on {cores[0]:.0f} cores)", "", "", "", "")
+        for kind, (fixed, per_row, per_byte) in sorted(ops.items()):
             at_million = fixed + per_row * 1e6 + per_byte * 16e6
             table.add_row(
                 "",
@@ -84,7 +139,7 @@ def calibrate(
                 f"{per_byte * 1e9:.3f} ns",
                 f"{at_million * 1e3:.1f} ms",
             )
-    console.print(table)
+    return table
 
 
 site_app = typer.Typer(help="Run a site agent and read its audit log.", no_args_is_help=True)

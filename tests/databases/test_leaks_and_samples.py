@@ -15,7 +15,7 @@ from dbhelpers import uri_for
 
 import dalang as dl
 from dalang.optimizer.cardinality import RANGE_SELECTIVITY
-from dalang.plan.nodes import Filter, Scan, walk_plan
+from dalang.plan.nodes import Aggregate, Filter, Scan, walk_plan
 from dalang.sources.database import Database, DatabaseUri
 
 #: A process in the middle of a query with a shipped side: its table exists until it ends.
@@ -133,3 +133,14 @@ def test_a_small_sqlite_table_is_counted_whole(tmp_path: Path) -> None:
     with dl.Context(platforms=["python"], history=False) as ctx:
         got = _filter_rows(ctx, ctx.read_table(uri, "facts").filter(dl.col("x") < 0.2))
     assert got == exact
+
+
+def test_sqlite_groups_are_counted_on_the_sample(tmp_path: Path) -> None:
+    rows = 200_000
+    uri = _sqlite_table(tmp_path / "groups.db", rows)  # k takes 100 values
+    with dl.Context(platforms=["python"], history=False) as ctx:
+        facts = ctx.read_table(uri, "facts")
+        placed = ctx.plan(facts.filter(dl.col("x") < 0.5).group_by("k").agg(n=dl.count()).node)
+    (agg,) = [n for n in walk_plan(placed.root) if isinstance(n, Aggregate)]
+    # the default is a tenth of the input: 10,000 groups of the 100,000 rows kept
+    assert placed.estimates[id(agg)].rows == 100

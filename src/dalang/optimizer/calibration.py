@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -43,24 +45,33 @@ from dalang.plan.nodes import (
     Udf,
 )
 from dalang.platforms.base import OpCost, Platform
+from dalang.sources.base import Source
 from dalang.sources.files import ParquetSource
 
 #: Default sizes (rows) of the micro-benchmarks.
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
+#: Sizes Spark is measured at: each run is a job of ~0.1 s or more, so two sizes far apart.
+SPARK_SIZES = (10_000, 1_000_000)
 #: Python UDFs are slow: measured up to this many rows only.
 UDF_MAX_ROWS = 100_000
 DIM_ROWS = 1_000
 GROUPS = 100
+
+#: (kind, fragment, inputs, baseline): the baseline reads the same inputs, without the operator.
+Case = tuple[str, Node, dict[str, pa.Table], tuple[Node, dict[str, pa.Table]] | None]
 
 
 @dataclass
 class Calibration:
     """Samples and fitted constants of one calibration run."""
 
+    #: platform name, or a database's calibration key -> its constants
     profiles: dict[str, PlatformProfile] = field(default_factory=dict)
     # platform -> kind -> [(rows, bytes, seconds)]
     samples: dict[str, dict[str, list[tuple[float, float, float]]]] = field(default_factory=dict)
     seconds: float = 0.0
+    #: Seconds Spark took to start its JVM and session (None: not measured, one ran already).
+    spark_start_s: float | None = None
 
 
 def _fact(rows: int, seed: int = 7) -> pa.Table:
@@ -97,19 +108,17 @@ def _lt(column: str, value: float) -> Call:
     return Call("lt", (Column(column), Literal(value)))
 
 
-def _cases(
-    fact: pa.Table, path: str
-) -> list[tuple[str, Node, dict[str, pa.Table], tuple[Node, dict[str, pa.Table]] | None]]:
-    """(kind, fragment, inputs, baseline) per operator; the baseline reads the same inputs."""
+def _cases(fact: pa.Table, stored: Source, dim: Source) -> list[Case]:
+    """(kind, fragment, inputs, baseline) per operator; the baseline reads the same inputs.
+
+    ``stored`` holds ``fact`` (a Parquet file, a database table), ``dim`` the table of
+    :func:`_dim`: operators are measured over a scan of it, the way most fragments start.
+    """
     rows = fact.num_rows
     memory = StageInput("in", fact.schema, float(rows))
-    parquet = ParquetSource(path)
-    # operators are measured over a Parquet scan, the way most fragments start
+    parquet = stored
     src = Scan(parquet)
-    dim_path = str(Path(path).with_name("dim.parquet"))
-    if not Path(dim_path).exists():
-        pq.write_table(_dim(), dim_path)
-    dim_in = Scan(ParquetSource(dim_path))
+    dim_in = Scan(dim)
     pairs_in = Scan(parquet, ("k", "tag"))
     numeric = ("k", "fk", "x", "v")
 
@@ -181,65 +190,314 @@ def _features(fragment: Node) -> tuple[float, float]:
 def calibrate(
     platforms: Sequence[Platform],
     *,
+    databases: Sequence[str] = (),
     sizes: Iterable[int] = SIZES,
+    spark_sizes: Iterable[int] = SPARK_SIZES,
     budget_s: float = 60.0,
     repeat: int = 5,
     progress: Callable[[str], None] | None = None,
 ) -> Calibration:
-    """Run the micro-benchmarks on ``platforms`` and fit constants per (platform, kind).
+    """Run the micro-benchmarks on ``platforms`` and ``databases``; fit constants per kind.
 
-    Sizes run smallest first; once ``budget_s`` is spent the larger sizes are left out.
+    ``databases`` are URIs: each gets scratch tables of generated rows, measured with the
+    fragments it runs and dropped afterwards (also on error and Ctrl-C); its constants are
+    stored under :func:`~dalang.platforms.database.calibration_key`. A Spark platform among
+    ``platforms`` is measured on its own (its JVM start-up is reported as
+    :attr:`Calibration.spark_start_s`). The budget is shared out evenly: the local
+    platforms, Spark and each database get a part of what is left when their turn comes.
+    Sizes run smallest first; a size that would not fit in its part is left out.
     """
     started = time.perf_counter()
+    deadline = started + budget_s
     out = Calibration()
     sizes = sorted(sizes)
-    per_size_budget = budget_s / max(len(sizes), 1)
+    local = [p for p in platforms if p.name != "spark"]
+    spark = [p for p in platforms if p.name == "spark"]
+    groups: list[Callable[[float], None]] = []
+    if local:
+        groups.append(
+            partial(_calibrate_local, local, sizes, repeat=repeat, out=out, progress=progress)
+        )
+    for p in spark:
+        groups.append(partial(_calibrate_spark, p, sorted(spark_sizes), out=out, progress=progress))
+    for uri in databases:
+        groups.append(partial(_calibrate_database, uri, sizes, out=out, progress=progress))
+    for i, group in enumerate(groups):
+        now = time.perf_counter()
+        group(now + max(deadline - now, 0.0) / (len(groups) - i))
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+#: Best of this many runs per database fragment (uploads of 100,000 rows take a second).
+DATABASE_REPEAT = 3
+#: Best of this many runs per Spark fragment (each is a Spark job: tenths of seconds).
+SPARK_REPEAT = 2
+_TINY = pa.table({"a": [1]})
+
+
+def _calibrate_local(
+    platforms: Sequence[Platform],
+    sizes: Sequence[int],
+    deadline: float,
+    *,
+    repeat: int,
+    out: Calibration,
+    progress: Callable[[str], None] | None,
+) -> None:
     with tempfile.TemporaryDirectory(prefix="dalang-calibrate-") as tmp:
-        tiny = pa.table({"a": [1]})
-        startup: dict[str, float] = {}
-        for p in platforms:
-            node = StageInput("in", tiny.schema, 1.0)
-            p.run(node, {"in": tiny})  # warm-up: imports, connections
-            startup[p.name] = _time(_runner(p, node, {"in": tiny}), 7)
-            out.samples[p.name] = {}
-        for n in sizes:
-            if time.perf_counter() - started > budget_s:
-                break
-            size_started = time.perf_counter()
+        dim_path = str(Path(tmp) / "dim.parquet")
+        pq.write_table(_dim(), dim_path)
+
+        @contextmanager
+        def files(n: int) -> Iterator[list[Case]]:
             fact = _fact(n)
             path = str(Path(tmp) / f"fact-{n}.parquet")
             pq.write_table(fact, path, row_group_size=min(n, 1 << 20))
-            cases = _cases(fact, path)
+            yield _cases(fact, ParquetSource(path), ParquetSource(dim_path))
+
+        startup = {
+            p.name: _stage_startup(p, StageInput("in", _TINY.schema, 1.0)) for p in platforms
+        }
+        samples = _measure(platforms, sizes, files, deadline, repeat, startup, progress)
+    for p in platforms:
+        out.samples[p.name] = samples[p.name]
+        out.profiles[p.name] = _fit(startup[p.name], samples[p.name])
+
+
+def _calibrate_spark(
+    platform: Platform,
+    sizes: Sequence[int],
+    deadline: float,
+    *,
+    out: Calibration,
+    progress: Callable[[str], None] | None,
+) -> None:
+    """Spark's constants: JVM start-up, a warm job's start-up, and per-kind costs per core.
+
+    The per-row and per-byte terms are measured on the session's cores and stored with
+    that number (:data:`~dalang.platforms.spark.CORES_KIND`): the platform scales them
+    to the cores the cluster it runs on has, as it does its declared constants.
+    """
+    from dalang.platforms.spark import CORES_KIND, WARM_START_KIND, SparkPlatform
+
+    assert isinstance(platform, SparkPlatform)
+    cold: float | None = None
+    if not platform.running:
+        if progress is not None:
+            progress("spark: starting the JVM and a session ...")
+        begun = time.perf_counter()
+        platform.session  # noqa: B018 - started now, to be timed
+        cold = time.perf_counter() - begun
+    out.spark_start_s = cold
+    cores = platform.cores
+    with tempfile.TemporaryDirectory(prefix="dalang-calibrate-spark-") as tmp:
+        dim = ParquetSource(str(Path(tmp) / "dim.parquet"))
+        pq.write_table(_dim(), dim.path)
+        by_size: dict[int, list[Case]] = {}
+        for n in sizes:
+            fact = _fact(n)
+            path = str(Path(tmp) / f"fact-{n}.parquet")
+            pq.write_table(fact, path, row_group_size=min(n, 1 << 20))
+            by_size[n] = _cases(fact, ParquetSource(path), dim)
+        warm = _stage_startup(platform, StageInput("in", _TINY.schema, 1.0), repeat=3)
+        samples: dict[str, list[tuple[float, float, float]]] = {}
+        took = 0.0
+        # kind by kind, every size of one before the next: what the budget leaves out is
+        # whole kinds (their declared constants stand), never the large size of a kind
+        for kind in sorted({c[0] for c in by_size[sizes[0]]}, key=_SPARK_ORDER.index):
+            if time.perf_counter() + took > deadline:
+                break
+            begun = time.perf_counter()
+            for n in sizes:
+                case = next(c for c in by_size[n] if c[0] == kind)
+                point = _sample(platform, case, n, SPARK_REPEAT, warm, warm_up=n == sizes[0])
+                if point is not None:
+                    samples.setdefault(kind, []).append(point)
+            took = time.perf_counter() - begun
+            if progress is not None:
+                progress(f"spark: {kind}")
+    fitted = _fit(warm, samples)
+    declared = type(platform).default_cost.startup_s
+    ops = {**fitted.ops, WARM_START_KIND: (warm, 0.0, 0.0), CORES_KIND: (float(cores), 0.0, 0.0)}
+    out.samples[platform.name] = samples
+    out.profiles[platform.name] = PlatformProfile(declared if cold is None else cold, ops)
+
+
+#: The order Spark's kinds are measured in: those placement meets most often first.
+_SPARK_ORDER = (
+    "StageInput",
+    "Output",
+    "Scan",
+    "Filter",
+    "Aggregate",
+    "Join",
+    "Project",
+    "Sort",
+    "Scan.filtered",
+    "Aggregate.decimal",
+    "Distinct",
+    "MapRows",
+)
+
+
+def _calibrate_database(
+    uri: str,
+    sizes: Sequence[int],
+    deadline: float,
+    *,
+    out: Calibration,
+    progress: Callable[[str], None] | None,
+) -> None:
+    """One database's constants, from fragments over scratch tables it holds for the run.
+
+    The tables get names of the form a killed process's leftovers are recognised by
+    (:meth:`~dalang.sources.database.Database.temp_name`) and are dropped when the run
+    ends, however it ends. Besides the operators, ``StageInput`` (uploading a table into
+    it) and ``Egress`` (fetching a result's rows to Arrow) are measured.
+    """
+    from dalang.platforms.database import DatabasePlatform, calibration_key
+    from dalang.sources.database import TableSource, database
+
+    platform = DatabasePlatform(uri)
+    db = database(platform.uri)
+    key = calibration_key(platform.uri)
+    label = platform.uri.masked
+    created: list[str] = []
+
+    def load(table: pa.Table) -> TableSource:
+        name = db.temp_name()
+        created.append(name)  # before creating it: a failed upload may leave half a table
+        kind = platform.uri.kind
+        db.upload(name, table, temporary=kind == "sqlite", unlogged=True)
+        if kind == "postgresql":
+            db.execute(f'ANALYZE "{name}"')
+        elif kind == "mysql":
+            db.rows(f"ANALYZE TABLE `{name}`")
+        return TableSource(uri, table=name)
+
+    @contextmanager
+    def tables(n: int) -> Iterator[list[Case]]:
+        if progress is not None:
+            progress(f"{label}: loading {n:,} rows")
+        fact = _fact(n)
+        mark = len(created)
+        stored = load(fact)
+        try:
+            yield _database_cases(fact, stored, dim)
+        finally:
+            for name in created[mark:]:
+                db.drop(name)
+            del created[mark:]
+
+    try:
+        dim = load(_dim())
+        tiny = load(_TINY)
+        startup = _stage_startup(platform, Scan(tiny), repeat=7)
+        samples = _measure(
+            [platform], sizes, tables, deadline, DATABASE_REPEAT, {platform.name: startup}, progress
+        )
+    finally:
+        for name in created:
+            db.drop(name)
+        created.clear()
+    out.samples[key] = samples[platform.name]
+    out.profiles[key] = _fit(startup, samples[platform.name])
+
+
+def _database_cases(fact: pa.Table, stored: Source, dim: Source) -> list[Case]:
+    """The cases a database runs; the result's trip to Arrow is measured as ``Egress``."""
+    cases = [c for c in _cases(fact, stored, dim) if c[0] not in ("Output", "MapRows")]
+    everything = Scan(stored)
+    one_row = Aggregate(everything, (), (Alias(Agg("count_all", None), "n"),))
+    return [*cases, ("Egress", everything, {}, (one_row, {}))]
+
+
+def _stage_startup(p: Platform, node: Node, *, repeat: int = 7) -> float:
+    """Seconds of a one-row fragment, once warm (imports, connections, the JIT)."""
+    inputs = {"in": _TINY} if isinstance(node, StageInput) else {}
+    p.run(node, inputs)
+    return _time(_runner(p, node, inputs), repeat)
+
+
+def _measure(
+    platforms: Sequence[Platform],
+    sizes: Sequence[int],
+    make_cases: Callable[[int], AbstractContextManager[list[Case]]],
+    deadline: float,
+    repeat: int,
+    startup: Mapping[str, float],
+    progress: Callable[[str], None] | None,
+) -> dict[str, dict[str, list[tuple[float, float, float]]]]:
+    """(rows, bytes, seconds) per platform and kind, over ``sizes`` while they fit in time."""
+    samples: dict[str, dict[str, list[tuple[float, float, float]]]] = {
+        p.name: {} for p in platforms
+    }
+    took: list[tuple[int, float]] = []
+    for n in sizes:
+        now = time.perf_counter()
+        if now >= deadline or now + _predicted(took, n) > deadline:
+            break  # the next size (~10x the last) would not fit
+        with make_cases(n) as cases:
             for p in platforms:
-                for kind, fragment, inputs, baseline in cases:
-                    if not all(p.can_run(node) for node in _walk(fragment)):
-                        continue
-                    if isinstance(_measured(fragment), MapRows) and n > UDF_MAX_ROWS:
-                        continue
-                    reps = repeat if n < 1_000_000 else max(2, repeat - 2)
-                    run = _runner(p, fragment, inputs)
-                    run()  # warm-up (and the OS cache for files)
-                    seconds = _time(run, reps)
-                    if baseline is not None:
-                        b_run = _runner(p, *baseline)
-                        seconds -= _time(b_run, reps)
-                    else:
-                        seconds -= startup[p.name]
-                    rows, nbytes = _features(fragment)
-                    out.samples[p.name].setdefault(kind, []).append(
-                        (rows, nbytes, max(seconds, 0.0))
-                    )
+                for case in cases:
+                    if time.perf_counter() >= deadline:
+                        break
+                    point = _sample(p, case, n, repeat, startup[p.name])
+                    if point is not None:
+                        samples[p.name].setdefault(case[0], []).append(point)
                 if progress is not None:
                     progress(f"{p.name}: {n:,} rows")
-            if time.perf_counter() - size_started > per_size_budget * 2:
-                break  # the next size is ~10x bigger: it would not fit
-        for p in platforms:
-            ops: dict[str, OpCost] = {
-                kind: fit_op_cost(samples) for kind, samples in out.samples[p.name].items()
-            }
-            out.profiles[p.name] = PlatformProfile(startup[p.name], ops)
-    out.seconds = time.perf_counter() - started
-    return out
+        took.append((n, time.perf_counter() - now))
+    return samples
+
+
+def _sample(
+    p: Platform, case: Case, n: int, repeat: int, startup: float, *, warm_up: bool = True
+) -> tuple[float, float, float] | None:
+    """(rows, bytes, seconds) of one case at ``n`` rows; None where ``p`` does not run it.
+
+    The seconds are those the operator adds over its baseline (reading the same input),
+    or over a stage's start-up where the case has no baseline.
+    """
+    _, fragment, inputs, baseline = case
+    if not all(p.can_run(node) for node in _walk(fragment)):
+        return None
+    if isinstance(_measured(fragment), MapRows) and n > UDF_MAX_ROWS:
+        return None
+    reps = repeat if n < 1_000_000 else max(1, repeat - 2)
+    run = _runner(p, fragment, inputs)
+    if warm_up:
+        run()  # imports, the OS cache for files, the JIT
+    seconds = _time(run, reps)
+    if baseline is not None:
+        seconds -= _time(_runner(p, *baseline), reps)
+    else:
+        seconds -= startup
+    rows, nbytes = _features(fragment)
+    return rows, nbytes, max(seconds, 0.0)
+
+
+def _predicted(took: Sequence[tuple[int, float]], n: int) -> float:
+    """Seconds a size of ``n`` rows will take, extrapolated from the sizes measured so far.
+
+    Small sizes mostly pay fixed costs: from one size, the next (10x) is taken as 4x as
+    long; from two, the line through them.
+    """
+    if not took:
+        return 0.0
+    if len(took) == 1:
+        return took[0][1] * 4
+    (n1, t1), (n2, t2) = took[-2], took[-1]
+    slope = max(t2 - t1, 0.0) / max(n2 - n1, 1)
+    return max(t2 + slope * (n - n2), t2)
+
+
+def _fit(
+    startup: float, samples: Mapping[str, list[tuple[float, float, float]]]
+) -> PlatformProfile:
+    ops: dict[str, OpCost] = {kind: fit_op_cost(points) for kind, points in samples.items()}
+    return PlatformProfile(startup, ops)
 
 
 def _runner(p: Platform, fragment: Node, inputs: Mapping[str, pa.Table]) -> Callable[[], object]:

@@ -67,15 +67,12 @@ DATABASE_COSTS: dict[str, CostParams] = {
     ),
     # measured on 1M rows of bench/placement.py's fact table (2 cores): a scan with a
     # filter 33 ms, a group-by with two aggregates 270 ms, a join with a 1,000-row table
-    # 190 ms, DISTINCT over two columns 410 ms, ORDER BY 2.4 s (its sorter spills); an
-    # ORDER BY that fits in memory takes 0.3-0.55 us a row (300 to 30,000 rows): Sort is
-    # declared for those (placement keeps a sorted handful of groups in the database) and
-    # 1M-row sorts are left to measured constants (``dalang calibrate --database``)
+    # 190 ms, DISTINCT over two columns 410 ms, ORDER BY 2.4 s (its sorter spills)
     "sqlite": CostParams(
         startup_s=3e-4,
         per_row_s=3.5e-8,
         per_byte_s=2e-10,
-        op_factors={"Join": 5.5, "Aggregate": 4.0, "Sort": 12.0, "Distinct": 12.0},
+        op_factors={"Join": 5.5, "Aggregate": 4.0, "Sort": 60.0, "Distinct": 12.0},
         ops={"StageInput": (5e-4, 1e-6, 5e-9), "Egress": (1e-4, 1.5e-7, 3e-9)},
     ),
 }
@@ -170,12 +167,19 @@ class DatabasePlatform(Platform):
         return self.database.planner_rows(sql)
 
     def sampled_rows(self, fragment: Node) -> float | None:
-        """SQLite's rows of a filtered scan of one table, measured on a random sample of it.
+        """SQLite's rows of a fragment over one table, measured on a random sample of it.
 
-        ``fragment`` is a chain of filters and projections over one table (the shape a
-        selectivity is a property of); anything else, or a table without rowids, gives None.
+        ``fragment`` is a chain of filters and projections over one table (its selectivity
+        is measured), or a group-by or DISTINCT on top of one (its groups are counted
+        too). Groups the sample shows ten rows each of on average are taken to be all
+        there are; fewer, and they are scaled up with the rows. Anything else, or a table
+        without rowids, gives None (the default estimate stands).
         """
-        chain = list(walk_plan(fragment))
+        grouped = isinstance(fragment, (Aggregate, Distinct)) and (
+            isinstance(fragment, Distinct) or bool(fragment.keys)
+        )
+        chain_top = fragment.inputs[0] if grouped else fragment
+        chain = list(walk_plan(chain_top))
         scans = [n for n in chain if isinstance(n, Scan)]
         if len(scans) != 1 or not all(isinstance(n, _SAMPLED) for n in chain):
             return None
@@ -183,13 +187,27 @@ class DatabasePlatform(Platform):
         if not isinstance(source, TableSource):
             return None
         try:
-            sql = compile_fragment(
-                fragment, leaf=lambda _: Leaf.table("_dalang_sample"), dialect="sqlite"
-            ).sql
+            queries = tuple(
+                compile_fragment(
+                    node, leaf=lambda _: Leaf.table("_dalang_sample"), dialect="sqlite"
+                ).sql
+                for node in ((chain_top, fragment) if grouped else (chain_top,))
+            )
         except Exception:  # a fragment the compiler refuses: keep the default estimate
             return None
-        fraction = self.database.sampled_fraction(source.table, sql)
-        return None if fraction is None else fraction * source.estimate_rows()
+        counts = self.database.sample_counts(source.table, queries)
+        if counts is None or not counts[0]:
+            return None
+        sampled, kept = counts[0], counts[1]
+        total = source.estimate_rows()
+        # nothing kept of the sample: fewer than one in it, not none at all
+        rows = total if kept >= sampled else total * max(kept, 0.5) / sampled
+        if not grouped:
+            return rows
+        groups = counts[2]
+        if kept == 0 or groups * 10 <= kept:
+            return float(max(groups, 1))
+        return min(rows, groups * rows / kept)
 
     def run(self, fragment: Node, inputs: Mapping[str, pa.Table]) -> pa.Table:
         db = self.database
@@ -242,6 +260,8 @@ def database_platforms(plan: Node, known: Mapping[str, Any]) -> list[str]:
 _ESTIMATED = (Scan, Filter, Join, Aggregate, Distinct)
 #: Nodes of a fragment whose rows SQLite measures on a sample (a filtered scan of one table).
 _SAMPLED = (Scan, Filter, Project)
+#: Nodes SQLite is asked about (a group-by or DISTINCT on top of such a chain too).
+_SQLITE_SAMPLED = (Scan, Filter, Aggregate, Distinct)
 
 
 def database_corrector(platforms: Sequence[Platform], then: Corrector | None = None) -> Corrector:
@@ -253,7 +273,8 @@ def database_corrector(platforms: Sequence[Platform], then: Corrector | None = N
     defaults guess (``l_returnflag = 'R'``: 10% by default, 25% in TPC-H; a join of
     filtered orders with lineitem: the larger input by default, a fifth of it really).
     SQLite keeps no such statistics: a filter over one of its tables gets the
-    selectivity measured on a random sample of the table (:meth:`DatabasePlatform.sampled_rows`).
+    selectivity measured on a random sample of the table, a group-by over one the groups
+    counted in it (:meth:`DatabasePlatform.sampled_rows`).
     Other nodes go to ``then`` (the learned corrections), or keep their estimate. Each
     node is asked once, however many candidate plans share it.
     """
@@ -281,7 +302,7 @@ def database_corrector(platforms: Sequence[Platform], then: Corrector | None = N
 
     def ask(platform: DatabasePlatform, node: Node) -> float | None:
         if platform.uri.kind == "sqlite":
-            return platform.sampled_rows(node) if isinstance(node, (Scan, Filter)) else None
+            return platform.sampled_rows(node) if isinstance(node, _SQLITE_SAMPLED) else None
         return platform.estimate_rows(node)
 
     def correct(node: Node, rows: float) -> float:

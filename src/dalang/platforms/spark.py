@@ -41,6 +41,13 @@ COLD_START_S = 5.0
 WARM_START_S = 0.3
 #: Shuffle partitions of a session dalang starts: small inputs must not become 200 tasks.
 SHUFFLE_PARTITIONS = 4
+#: Kinds ``dalang calibrate`` stores beside the operators' (no operator has these names):
+#: the measured start-up of a job on a running session, and the cores the per-row and
+#: per-byte terms were measured on (they are scaled to the cores the cluster has).
+WARM_START_KIND = "spark.warm_start"
+CORES_KIND = "spark.cores"
+#: Kinds not scaled by cores: work on the driver (Arrow in and out), and the two above.
+_UNSCALED_KINDS = frozenset({"StageInput", "Output", WARM_START_KIND, CORES_KIND})
 
 
 def pyspark_installed() -> bool:
@@ -227,15 +234,30 @@ class SparkPlatform(Platform):
     # ---- cost -------------------------------------------------------------
     @property  # type: ignore[override]
     def cost(self) -> CostParams:
-        """Start-up as the session stands now; per-row and per-byte work spread over the cores."""
+        """Start-up as the session stands now; per-row and per-byte work spread over the cores.
+
+        Measured constants (``dalang calibrate``) hold the cores they were measured on
+        and are scaled from those to the cores the cluster has now.
+        """
         base = self._base_cost
         cores = self.cores
-        startup = base.startup_s if not self.running else min(base.startup_s, WARM_START_S)
+        ops = dict(base.ops)
+        warm = ops.get(WARM_START_KIND, (WARM_START_S, 0.0, 0.0))[0]
+        measured_on = ops.get(CORES_KIND)
+        if measured_on is not None and measured_on[0] != cores:
+            scale = measured_on[0] / cores
+            ops = {
+                k: v if k in _UNSCALED_KINDS else (v[0], v[1] * scale, v[2] * scale)
+                for k, v in ops.items()
+            }
+            ops[CORES_KIND] = (float(cores), 0.0, 0.0)  # what the constants now stand for
+        startup = base.startup_s if not self.running else min(base.startup_s, warm)
         return replace(
             base,
             startup_s=startup,
             per_row_s=base.per_row_s / cores,
             per_byte_s=base.per_byte_s / cores,
+            ops=ops,
         )
 
     @cost.setter

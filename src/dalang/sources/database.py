@@ -167,7 +167,7 @@ class Database:
         self._con: Any = None
         self._tmp_names = iter(range(1, 1 << 62))
         self._token = secrets.token_hex(4)
-        self._samples: dict[tuple[str, str], float | None] = {}
+        self._samples: dict[tuple[str, ...], tuple[int, ...] | None] = {}
 
     # ---- connecting ---------------------------------------------------------
     def _connect(self) -> Any:
@@ -497,16 +497,16 @@ class Database:
         count = self.rows(f"SELECT count(*) FROM {_quote(table, 'sqlite')}")[0][0]
         return float(count), None
 
-    def sampled_fraction(self, table: str, query: str) -> float | None:
-        """The fraction of ``table``'s rows that ``query`` returns, measured on a random sample.
+    def sample_counts(self, table: str, queries: tuple[str, ...]) -> tuple[int, ...] | None:
+        """Rows of a random sample of ``table``, then the rows each query returns over it.
 
-        SQLite keeps no column statistics, so a filter's selectivity is measured: ``query``
-        reads the sample as ``_dalang_sample``; up to :data:`SAMPLE_ROWS` rows are picked
-        by random rowid (one index probe each, so ~10 ms however large the table is), and
-        a table that small is read whole. Cached per (table, query) for this process.
-        None when the table has no rowid (a view, ``WITHOUT ROWID``) or the query fails.
+        SQLite keeps no column statistics, so selectivities and group counts are measured:
+        each query reads the sample as ``_dalang_sample``; up to :data:`SAMPLE_ROWS` rows
+        are picked by random rowid (one index probe each, so ~10 ms however large the table
+        is), and a table that small is read whole. Cached per (table, queries) for this
+        process. None when the table has no rowid (a view, ``WITHOUT ROWID``) or a query fails.
         """
-        key = (table, query)
+        key = (table, *queries)
         if key in self._samples:
             return self._samples[key]
         t = _quote(table, "sqlite")
@@ -514,25 +514,20 @@ class Database:
             f"SELECT * FROM {t} WHERE rowid IN (SELECT lo + abs(random() % (hi - lo + 1)) "
             f"FROM picks, bounds)"
         )
+        counts = ", ".join(f"(SELECT count(*) FROM ({q}))" for q in queries)
         sql = (
             f"WITH RECURSIVE bounds(lo, hi) AS (SELECT min(rowid), max(rowid) FROM {t}), "
             f"picks(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM picks WHERE i < {SAMPLE_ROWS}), "
             f"_dalang_sample AS MATERIALIZED (SELECT * FROM {t} WHERE "
             f"(SELECT hi - lo < {SAMPLE_ROWS} FROM bounds) UNION ALL {sample} AND "
             f"(SELECT hi - lo >= {SAMPLE_ROWS} FROM bounds)) "
-            f"SELECT (SELECT count(*) FROM _dalang_sample), (SELECT count(*) FROM ({query}))"
+            f"SELECT (SELECT count(*) FROM _dalang_sample), {counts}"
         )
-        fraction: float | None = None
-        try:
-            sampled, kept = self.rows(sql)[0]
-        except DatabaseError:
-            pass
-        else:
-            if sampled:
-                # nothing kept of the sample: fewer than one in it, not none at all
-                fraction = max(float(kept), 0.5) / float(sampled) if kept < sampled else 1.0
-        self._samples[key] = fraction
-        return fraction
+        found: tuple[int, ...] | None = None
+        with suppress(DatabaseError):  # an estimate only: the default stands in
+            found = tuple(int(c) for c in self.rows(sql)[0])
+        self._samples[key] = found
+        return found
 
     def planner_rows(self, query: str) -> float | None:
         """PostgreSQL's planner estimate of a query's rows (EXPLAIN); None elsewhere, on error."""

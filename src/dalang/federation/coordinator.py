@@ -605,7 +605,8 @@ class Federation:
         if its dataset policy lists the trainer; ``strategy`` aggregates the updates.
         Sites that fail or miss ``round_timeout`` are left out while ``min_sites``
         remain; invalid updates (shape, NaN, norm) are refused. Every round is
-        checkpointed under ``$DALANG_HOME/runs/<run_id>/``; ``resume=run_id`` continues.
+        checkpointed under ``$DALANG_HOME/runs/<run_id>/`` with the strategy's server
+        state (``learn.strategies.Stateful``); ``resume=run_id`` continues exactly.
         ``on_round`` is called with each round's :class:`dalang.learn.RoundRecord` as
         soon as the round is checkpointed (for progress bars and dashboards).
 
@@ -628,9 +629,10 @@ class Federation:
         while slow sites keep working. ``rounds`` then counts model versions; each record's
         ``sites`` and ``staleness`` are the updates that made it, ``clock`` the seconds
         since the start. ``round_timeout`` bounds one site's exchange; a site that misses
-        it or fails is left out for the rest of the run, which stops with
-        ``FederationError`` once fewer than ``min_sites`` (or ``buffer_size``) sites are
-        left. It refuses ``secure_aggregation`` and ``dp``.
+        it or fails is left out and sent the model again after a backoff (a site that
+        refuses, by its policy, is not); the run stops with ``FederationError`` once
+        fewer than ``min_sites`` (or ``buffer_size``) sites are left. It refuses
+        ``secure_aggregation`` and ``dp``.
 
         Returns a :class:`dalang.learn.TrainResult` (``model``, ``history``, ``run_id``).
 

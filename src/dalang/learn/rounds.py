@@ -6,9 +6,9 @@ updates that fail validation, and aggregates the rest with the strategy. The sit
 evaluate the new model when the next round's weights reach them (the last round's with
 an ``evaluate`` exchange of its own), so a round costs one exchange per site. Under
 ``secure_aggregation`` the updates arrive masked (:mod:`dalang.learn.secure_rounds`);
-under ``dp`` they are clipped at the sites and noised at the sites or here. Weights and
-history are checkpointed to ``$DALANG_HOME/runs/<run_id>/`` once a round is evaluated;
-``resume=run_id`` continues there. An asynchronous strategy (``learn.FedBuff``) runs
+under ``dp`` they are clipped at the sites and noised at the sites or here. Weights,
+history and the strategy's server state are checkpointed to ``$DALANG_HOME/runs/<run_id>/``
+once a round is evaluated (:func:`save_checkpoint`); ``resume=run_id`` continues there. An asynchronous strategy (``learn.FedBuff``) runs
 without rounds: :mod:`dalang.learn.async_rounds`.
 
 Examples

@@ -148,7 +148,7 @@ def _check_like(name: str, tensors: Weights, reference: Weights | None) -> None:
     if reference is None:
         return
     if len(tensors) != len(reference) or any(
-        t.shape != r.shape for t, r in zip(tensors, reference, strict=False)
+        t.shape != r.shape for t, r in zip(tensors, reference, strict=True)
     ):
         shapes = [t.shape for t in tensors]
         raise ValueError(
@@ -272,14 +272,14 @@ class FedProx(FedAvg):
 class FedAvgM(FedAvg):
     """FedAvg with server momentum: ``v = momentum * v + (w - avg)``, ``w -= server_lr * v``."""
 
+    #: What ``state()`` holds, in words (for the error when a checkpoint lacks it).
+    server_state = "server momentum"
+
     def __init__(self, *, server_learning_rate: float = 1.0, server_momentum: float = 0.9) -> None:
         self.server_learning_rate = float(server_learning_rate)
         self.server_momentum = float(server_momentum)
         self._momentum: Weights | None = None
         self._steps = 0
-
-    #: What ``state()`` holds, for messages.
-    server_state = "server momentum"
 
     def initialize(self, weights: Weights) -> Weights:
         self._momentum = None
@@ -324,6 +324,9 @@ class FedAvgM(FedAvg):
 class _FedOpt(FedAvg):
     """Adaptive server optimisers (Reddi et al. 2021) over the pseudo-gradient ``avg - w``."""
 
+    #: What ``state()`` holds, in words (for the error when a checkpoint lacks it).
+    server_state = "first and second moments m and v"
+
     def __init__(
         self, *, eta: float, eta_l: float, beta_1: float, beta_2: float, tau: float
     ) -> None:
@@ -335,9 +338,6 @@ class _FedOpt(FedAvg):
         self._m: Weights | None = None
         self._v: Weights | None = None
         self._steps = 0
-
-    #: What ``state()`` holds, for messages.
-    server_state = "first and second moments m and v"
 
     def initialize(self, weights: Weights) -> Weights:
         self._m = None
@@ -557,6 +557,9 @@ class FedBuff(FedAvg):
 
     asynchronous = True
 
+    #: What ``state()`` holds, in words (for the error when a checkpoint lacks it).
+    server_state = "buffered updates and version counter"
+
     def __init__(
         self,
         buffer_size: int = 10,
@@ -586,9 +589,6 @@ class FedBuff(FedAvg):
         self.dropped = 0
         self.applied = []
         return weights
-
-    #: What ``state()`` holds, for messages.
-    server_state = "buffered updates and version counter"
 
     def state(self) -> StrategyState:
         """``version``, ``dropped`` and the buffered updates not yet applied.
@@ -625,17 +625,13 @@ class FedBuff(FedAvg):
                 for k in state
                 if k.startswith(f"{key}.metric.")
             }
-            site = state[f"{key}.site"]
-            seen = FitResult(str(site), [], _int(state, f"{key}.num_examples"), metrics,
-                             _int(state, f"{key}.staleness"))  # fmt: skip
+            n, staleness = _int(state, f"{key}.num_examples"), _int(state, f"{key}.staleness")
+            seen = FitResult(str(state[f"{key}.site"]), [], n, metrics, staleness)
             buffer.append((delta, _float(state, f"{key}.weight"), seen))
-        known = {"version", "dropped"}
+        entries = tuple(f"buffer.{i}." for i in range(len(buffer)))
         unknown = [
-            k
-            for k in state
-            if k not in known and not (k.startswith("buffer.") and k.split(".")[1].isdigit()
-                                       and int(k.split(".")[1]) < len(buffer))
-        ]  # fmt: skip
+            k for k in state if k not in ("version", "dropped") and not k.startswith(entries)
+        ]
         if unknown:
             raise ValueError(f"FedBuff's state has no entries {', '.join(sorted(unknown))}")
         self.version = _int(state, "version")
@@ -697,6 +693,9 @@ class DPFixedClipping:
     >>> strategy = DPFixedClipping(FedAvg(), noise_multiplier=1.0, clip=1.0, seed=0)
     """
 
+    #: What ``state()`` holds, in words (for the error when a checkpoint lacks it).
+    server_state = "noise generator (and the wrapped strategy's state)"
+
     def __init__(
         self,
         strategy: Strategy,
@@ -711,9 +710,6 @@ class DPFixedClipping:
         self.noise_multiplier = float(noise_multiplier)
         self.clip = float(clip)
         self._rng = np.random.default_rng(seed)
-
-    #: What ``state()`` holds, for messages.
-    server_state = "noise generator (and the wrapped strategy's state)"
 
     def initialize(self, weights: Weights) -> Weights:
         return self.strategy.initialize(weights)
@@ -738,9 +734,9 @@ class DPFixedClipping:
     def load_state(self, state: Mapping[str, StateValue]) -> None:
         keys = ["rng.bit_generator", "rng.state", "rng.inc", "rng.has_uint32", "rng.uinteger"]
         _expect(self, state, keys)
-        kind = state["rng.bit_generator"]
-        if kind != self._rng.bit_generator.state["bit_generator"]:
-            raise ValueError(f"DPFixedClipping's saved noise generator is {kind!r}, not PCG64")
+        kind, ours = state["rng.bit_generator"], self._rng.bit_generator.state["bit_generator"]
+        if kind != ours:
+            raise ValueError(f"DPFixedClipping's saved noise generator is {kind!r}, not {ours!r}")
         unknown = [k for k in state if k not in keys and not k.startswith("strategy.")]
         if unknown:
             raise ValueError(f"DPFixedClipping's state has no entries {', '.join(sorted(unknown))}")

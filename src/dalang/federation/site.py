@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from dalang.errors import (
     FederationError,
     InvalidPlan,
     PolicyViolation,
+    SiteUnavailable,
 )
 from dalang.federation import protocol as P
 from dalang.federation import secure_training as ST
@@ -84,6 +85,53 @@ def _duckdb_table(path: str, table: str, name: str) -> Source:
     return ArrowSource(data, name)
 
 
+class SourceCatalog(Mapping[str, Source]):
+    """The configured source of each dataset, by name; a file is opened again once it changed.
+
+    A source is opened once and kept (its schema, footers and file list read once), and
+    plans are cached by source; when a file's (or a folder's) modification time or size
+    is no longer what it was when opened, the next lookup opens it anew, so the next
+    query reads, and is planned for, the data as it is now.
+    """
+
+    def __init__(self, config: SiteConfig) -> None:
+        self._config = config
+        self._open: dict[str, tuple[Source, tuple[int, int] | None]] = {}
+        self._lock = threading.Lock()
+        for name in config.datasets:
+            self._open[name] = self._opened(name)
+
+    def _opened(self, name: str) -> tuple[Source, tuple[int, int] | None]:
+        ds = self._config.datasets[name]
+        path = None if ds.is_uri else ds.source
+        stamp = _file_stamp(path) if path is not None else None
+        return open_source(ds, base_dir=self._config.base_dir), stamp
+
+    def __getitem__(self, name: str) -> Source:
+        source, stamp = self._open[name]
+        ds = self._config.datasets[name]
+        if stamp is not None and _file_stamp(ds.source) != stamp:
+            with self._lock:
+                if self._open[name][1] == stamp:  # not opened again by another request
+                    self._open[name] = self._opened(name)
+                source = self._open[name][0]
+        return source
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._open)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
+def _file_stamp(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
 def published_schema(source: Source, ds: DatasetConfig) -> pa.Schema:
     """The source's schema cut to the policy's published ``columns`` (in that order)."""
     schema = source.schema
@@ -95,6 +143,75 @@ def published_schema(source: Source, ds: DatasetConfig) -> pa.Schema:
                 "site config", f"datasets.{ds.name}.policy.columns", f"{c!r} is not in the data"
             )
     return pa.schema([schema.field(c) for c in ds.policy.columns], metadata=schema.metadata)
+
+
+# ---- engines -------------------------------------------------------------------------
+class ContextPool:
+    """Local Contexts reused from request to request: one per request running at a time.
+
+    A Context holds the site's engines (DuckDB's in-memory database, its caches); making
+    one costs more than many a fragment does, and gRPC may answer each call on a new
+    thread, so they are pooled rather than kept per thread. A request borrows one for
+    its plan and gives it back; at most ``max_idle`` wait between requests, the rest are
+    closed. Nothing a plan registers outlives it (DuckDB inputs live in a cursor that
+    closes with the query), so a borrowed Context carries nothing from the last request.
+
+    Examples
+    --------
+    >>> pool = ContextPool(("duckdb",))
+    >>> import pyarrow as pa
+    >>> from dalang.plan.nodes import Scan
+    >>> from dalang.sources.memory import ArrowSource
+    >>> pool.execute(Scan(ArrowSource(pa.table({"x": [1, 2]})))).num_rows
+    2
+    >>> pool.close()
+    """
+
+    def __init__(self, platforms: tuple[str, ...], *, max_idle: int = 16) -> None:
+        self.platforms = tuple(platforms)
+        self.max_idle = max_idle
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        #: How many Contexts this pool has made (a count that grows with concurrency only).
+        self.created = 0
+
+    def execute(self, plan: N.Node) -> pa.Table:
+        """Run a plan on a borrowed Context; returns its Arrow result."""
+        ctx = self._borrow()
+        try:
+            table: pa.Table = ctx.execute(plan)
+        finally:
+            self._give_back(ctx)
+        return table
+
+    def _borrow(self) -> Any:
+        with self._lock:
+            if self._closed:
+                raise SiteUnavailable("the site is shutting down")
+            if self._idle:
+                return self._idle.pop()
+            self.created += 1
+        from dalang.context import Context
+
+        return Context(platforms=list(self.platforms), history=False, progress=False)
+
+    def _give_back(self, ctx: Any) -> None:
+        with self._lock:
+            if not self._closed and len(self._idle) < self.max_idle:
+                self._idle.append(ctx)
+                return
+        with contextlib.suppress(Exception):
+            ctx.close()
+
+    def close(self) -> None:
+        """Close the idle Contexts; those still running close when they come back."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for ctx in idle:
+            with contextlib.suppress(Exception):
+                ctx.close()
 
 
 # ---- auth --------------------------------------------------------------------------
@@ -144,23 +261,20 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
 
     def __init__(self, config: SiteConfig) -> None:
         self.config = config
-        self._sources: dict[str, Source] = {}
+        self._sources = SourceCatalog(config)
         self.published: dict[str, SiteSource] = {}
         self.policies = {name: ds.policy for name, ds in config.datasets.items()}
         for name, ds in config.datasets.items():
-            source = open_source(ds, base_dir=config.base_dir)
+            source = self._sources[name]
             schema = published_schema(source, ds)
             rows = _rows_of(source) if ds.policy.egress in ("rows", "aggregates") else None
-            self._sources[name] = source
             self.published[name] = SiteSource(config.name, name, schema, ds.policy.to_json(), rows)
         self._load_udf_modules()
         self.audit = AuditLog(config.audit_log)
         self.ledger = BudgetLedger(config.budget_db)
         self._nonces = P.NonceCache()
         self._nonce_lock = threading.Lock()
-        self._local = threading.local()
-        self._contexts: list[Any] = []
-        self._contexts_lock = threading.Lock()
+        self.engines = ContextPool(config.platforms)
         self._training_data = T.DataCache()
         self._masking = ST.MaskingSessions()
         kwargs: dict[str, Any] = {"middleware": {"auth": _AuthFactory(self)}}
@@ -187,16 +301,9 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
                 raise ConfigError("site config", "site.udf_modules", str(e)) from None
 
     # ---- helpers ----
-    def _context(self) -> Any:
-        ctx = getattr(self._local, "ctx", None)
-        if ctx is None:
-            from dalang.context import Context
-
-            ctx = Context(platforms=list(self.config.platforms), history=False, progress=False)
-            self._local.ctx = ctx
-            with self._contexts_lock:
-                self._contexts.append(ctx)
-        return ctx
+    def _context(self) -> ContextPool:
+        """What runs bound plans here (``.execute(plan)``); kept for the Flower site app."""
+        return self.engines
 
     def audit_event(self, **fields: Any) -> None:
         """Append to the audit log; a failing log write is reported, never raised to the caller."""
@@ -355,8 +462,7 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
         if spec is not None:
             assert budget is not None
             self.ledger.check(spec.dataset, spec.epsilon, budget=budget)
-        ctx = self._context()
-        table = ctx.execute(bind_sources(enforced.plan, self._sources))
+        table = self.engines.execute(bind_sources(enforced.plan, self._sources))
         if enforced.max_rows is not None and table.num_rows > enforced.max_rows:
             first = enforced.datasets[0]
             raise PolicyViolation(
@@ -373,7 +479,7 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
             from dalang.federation.policy import _rebuild
             from dalang.sources.memory import ArrowSource
 
-            table = ctx.execute(_rebuild(spec.above, N.Scan(ArrowSource(table))))
+            table = self.engines.execute(_rebuild(spec.above, N.Scan(ArrowSource(table))))
         return table, enforced, spec.epsilon
 
     # ---- training (rows never leave: weights in, weights and metrics out) ----
@@ -420,7 +526,7 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
         data = self._training_data.get(key)
         if data is None:
             try:
-                table = self._context().execute(bind_sources(plan, self._sources))
+                table = self.engines.execute(bind_sources(plan, self._sources))
             except FederationError:
                 raise
             except Exception as e:
@@ -485,11 +591,8 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
         """Stop serving and release the local engines."""
         with contextlib.suppress(Exception):
             self.shutdown()
-        with self._contexts_lock:
-            for ctx in self._contexts:
-                with contextlib.suppress(Exception):
-                    ctx.close()
-            self._contexts.clear()
+        self.engines.close()
+        self.audit.close()
 
 
 def _rows_of(source: Source) -> int | None:

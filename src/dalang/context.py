@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
@@ -37,6 +37,7 @@ class FederationHooks(Protocol):
     def platforms_for(self, node: Node) -> list[Platform]: ...
     def check(self, placed: PlacedPlan) -> None: ...
     def prepare(self, placed: PlacedPlan) -> None: ...
+    def plan_key(self, node: Node) -> Hashable: ...
 
 
 #: How many placed plans a Context keeps for plans that run again.
@@ -115,7 +116,7 @@ class Context:
             except OSError:
                 self._history = None  # a read-only home must not stop queries
         self._learner = Learner(self._history)
-        self._placed_cache: dict[tuple[Node, int], PlacedPlan] = {}
+        self._placed_cache: dict[tuple[Node, int, Hashable], PlacedPlan] = {}
         self.last_placed: PlacedPlan | None = None
         #: The federation whose site datasets plans may read (set by ``dl.Federation``).
         self.federation: FederationHooks | None = None
@@ -228,12 +229,14 @@ class Context:
     def plan(self, node: Node, *, cached: bool = True) -> PlacedPlan:
         """Optimise and place a plan without running it.
 
-        Placed plans are kept for plans run again, until the learned model changes;
+        Placed plans are kept for plans run again, until the learned model changes (or,
+        for a federation's plans, what its ``plan_key`` says they depend on);
         ``cached=False`` always optimises afresh.
         """
-        if self.federation is not None or not cached:
+        if not cached:
             return self._place(node)
-        key = (node, self._learner.generation)
+        fed = self.federation
+        key = (node, self._learner.generation, fed.plan_key(node) if fed is not None else None)
         placed = self._placed_cache.get(key)
         if placed is None:
             placed = self._place(node)

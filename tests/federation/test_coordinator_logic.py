@@ -262,3 +262,22 @@ def test_two_federations_with_the_same_names_keep_their_own_schemas() -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_federated_plans_are_placed_once_until_a_site_publishes_another_policy() -> None:
+    fed, transports = _fed("rows")
+    try:
+        query = fed.table("tx").filter(dl.col("amount") > 100)
+        first = fed.context.plan(query.node)
+        assert fed.context.plan(query.node).root is first.root  # placed once, kept
+        assert query.to_arrow().equals(query.to_arrow())
+        for t in transports:  # the sites now let only aggregates out
+            table, _ = t._datasets["tx"]
+            t._datasets["tx"] = (table, {"egress": "aggregates", "min_group_size": 1})
+        fed.datasets(refresh=True)
+        again = fed.table("tx").filter(dl.col("amount") > 100)
+        assert again.node == query.node  # the same plan: only the policies differ
+        with pytest.raises(PolicyViolation):
+            fed.context.plan(again.node)
+    finally:
+        fed.close()

@@ -24,7 +24,7 @@ import time
 import tomllib
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -68,6 +68,8 @@ DEFAULT_TIMEOUT_S = 60.0
 STARTUP_TIMEOUT_S = 30.0
 #: The line a site agent prints once it serves.
 READY_LINE = "DALANG_SITE_READY"
+#: Fragments whose JSON a Federation keeps (those of the placed plans its Context keeps).
+_TEXTS_KEPT = 256
 
 
 class PartialResult(UserWarning):
@@ -197,7 +199,9 @@ class Federation:
         self._closed = False
         self._lock = threading.Lock()
         self._partial_sources: dict[int, SiteSource] = {}
-        self._pending: dict[tuple[str, str], cf.Future[pa.Table | None]] = {}
+        # fragments started by prepare(), by node identity (the node is kept alive with it)
+        self._pending: dict[int, tuple[Node, cf.Future[pa.Table | None]]] = {}
+        self._texts: dict[int, tuple[Node, str]] = {}
         self._pool = cf.ThreadPoolExecutor(max_workers=max(4, len(transports)))
         self._transports: dict[str, Transport] = {}
         self._platforms: dict[str, SitePlatform] = {}
@@ -487,22 +491,46 @@ class Federation:
     def check(self, placed: PlacedPlan) -> None:
         check_egress(placed)
 
+    def plan_key(self, node: Node) -> Hashable:
+        """What a placed plan of ``node`` depends on besides the plan: the policies and row
+        counts its sites published, and which of its datasets may be left out."""
+        return tuple(
+            (s.site, s.dataset, _frozen(s.policy), s.rows, id(s) in self._partial_sources)
+            for s in site_sources(node)
+        )
+
     def prepare(self, placed: PlacedPlan) -> None:
         """Start every site fragment of a placed plan at once (they read only site data)."""
         from dalang.executor import split_stages, stages_in_order
-        from dalang.plan.serde import plan_to_json
 
         self.last_run = RunReport()
         with self._lock:
             self._pending.clear()
         for stage in stages_in_order(split_stages(placed)):
             if isinstance(stage.platform, SitePlatform) and not stage.inputs:
-                text = plan_to_json(stage.fragment)
-                key = (stage.platform.site, text)
-                partial = self._partial_ok(stage.fragment)
+                # a stage without inputs is the placed plan's own node: the executor runs
+                # this very object, so it is found again by identity, not by its JSON
+                fragment = stage.fragment
+                text = self._plan_text(fragment)
+                partial = self._partial_ok(fragment)
                 future = self._pool.submit(self._fetch, stage.platform.site, text, partial)
                 with self._lock:
-                    self._pending[key] = future
+                    self._pending[id(fragment)] = (fragment, future)
+
+    def _plan_text(self, fragment: Node) -> str:
+        """``plan_to_json(fragment)``, kept for the fragments of cached placed plans."""
+        from dalang.plan.serde import plan_to_json
+
+        with self._lock:
+            known = self._texts.get(id(fragment))
+        if known is not None and known[0] is fragment:
+            return known[1]
+        text = plan_to_json(fragment)
+        with self._lock:
+            if len(self._texts) >= _TEXTS_KEPT:
+                self._texts.pop(next(iter(self._texts)))
+            self._texts[id(fragment)] = (fragment, text)
+        return text
 
     # ---- running fragments ------------------------------------------------
     def _partial_ok(self, fragment: Node) -> bool:
@@ -511,15 +539,14 @@ class Federation:
         )
 
     def _fragment(self, platform: SitePlatform, fragment: Node) -> pa.Table:
-        from dalang.plan.serde import plan_to_json
-
-        text = plan_to_json(fragment)
         with self._lock:
-            future = self._pending.pop((platform.site, text), None)
-        if future is not None:
-            table = future.result()
+            started = self._pending.pop(id(fragment), None)
+        if started is not None and started[0] is fragment:
+            table = started[1].result()
         else:
-            table = self._fetch(platform.site, text, self._partial_ok(fragment))
+            table = self._fetch(
+                platform.site, self._plan_text(fragment), self._partial_ok(fragment)
+            )
         if table is None:
             warnings.warn(
                 f"site {platform.site!r} did not answer; the result leaves it out "
@@ -757,6 +784,15 @@ def _check_schemas(name: str, found: Sequence[SiteDataset]) -> None:
         raise SchemaMismatch(
             f"dataset {name!r} has different schemas at the sites: " + "; ".join(problems)
         )
+
+
+def _frozen(value: Any) -> Hashable:
+    """A hashable copy of a JSON-like value (a policy document)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value  # type: ignore[no-any-return]
 
 
 def _pem(value: bytes | str | os.PathLike[str] | None) -> bytes | None:

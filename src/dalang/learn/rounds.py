@@ -8,8 +8,9 @@ an ``evaluate`` exchange of its own), so a round costs one exchange per site. Un
 ``secure_aggregation`` the updates arrive masked (:mod:`dalang.learn.secure_rounds`);
 under ``dp`` they are clipped at the sites and noised at the sites or here. Weights,
 history and the strategy's server state are checkpointed to ``$DALANG_HOME/runs/<run_id>/``
-once a round is evaluated (:func:`save_checkpoint`); ``resume=run_id`` continues there. An asynchronous strategy (``learn.FedBuff``) runs
-without rounds: :mod:`dalang.learn.async_rounds`.
+once a round is evaluated (:func:`save_checkpoint`); ``resume=run_id`` continues there.
+An asynchronous strategy (``learn.FedBuff``) runs without rounds:
+:mod:`dalang.learn.async_rounds`.
 
 Examples
 --------

@@ -61,6 +61,21 @@ class Stateful(Protocol):
     continue the run; the arrays in it must not change afterwards (copy any that the
     strategy updates in place). ``load_state(state)`` takes what ``state()`` returned (after
     ``initialize``) and raises ``ValueError`` saying what is wrong when it does not fit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dalang.learn.types import FitResult
+    >>> adam = FedAdam()
+    >>> w = adam.aggregate(1, adam.initialize([np.zeros(2)]), [FitResult("a", [np.ones(2)], 1)])
+    >>> sorted(adam.state())
+    ['m.0', 'steps', 'v.0']
+    >>> again = FedAdam()
+    >>> _ = again.initialize(w)
+    >>> again.load_state(adam.state())
+    >>> np.array_equal(again.aggregate(2, w, [FitResult("a", [np.ones(2)], 1)])[0],
+    ...                adam.aggregate(2, w, [FitResult("a", [np.ones(2)], 1)])[0])
+    True
     """
 
     def state(self) -> StrategyState:

@@ -33,6 +33,8 @@ from dalang.platforms.base import CostParams, Platform
 
 #: Rows per Arrow batch when streaming a result.
 BATCH_ROWS = 1 << 17
+#: Compiled fragments a platform keeps (see ``DuckDBPlatform._query``).
+_COMPILED_KEPT = 64
 
 
 def _connection_config() -> dict[str, str | bool | int | float | list[str]]:
@@ -89,6 +91,9 @@ class DuckDBPlatform(Platform):
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
         self._names = itertools.count(1)
+        # SQL of fragments that read only Parquet (nothing registered), by fragment identity:
+        # a cached placed plan hands the same node again, and sqlglot costs ~2 ms a query
+        self._compiled: dict[int, tuple[Node, CompiledSql]] = {}
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
@@ -138,7 +143,17 @@ class DuckDBPlatform(Platform):
         # a cursor per query: its own registrations, and safe beside other running queries
         cursor = self._connection().cursor()
         try:
-            compiled = compile_fragment(fragment, leaf=self._leaves(cursor, inputs))
+            known = self._compiled.get(id(fragment))
+            if known is not None and known[0] is fragment:
+                compiled = known[1]
+            else:
+                registered: list[str] = []
+                compiled = compile_fragment(fragment, leaf=self._leaves(cursor, inputs, registered))
+                if not registered:
+                    with self._lock:
+                        if len(self._compiled) >= _COMPILED_KEPT:
+                            self._compiled.pop(next(iter(self._compiled)))
+                        self._compiled[id(fragment)] = (fragment, compiled)
             yield cursor, compiled
         except duckdb.Error as e:
             raise PlatformError(self.name, str(e)) from e
@@ -146,10 +161,14 @@ class DuckDBPlatform(Platform):
             cursor.close()
 
     def _leaves(
-        self, cursor: duckdb.DuckDBPyConnection, inputs: Mapping[str, pa.Table]
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        inputs: Mapping[str, pa.Table],
+        registered: list[str],
     ) -> LeafResolver:
         def register(table: pa.Table) -> Leaf:
             name = f"_dalang_input_{next(self._names)}"
+            registered.append(name)
             physical = sql_names(table.column_names)
             if physical:
                 cursor.register(name, table.rename_columns(physical))

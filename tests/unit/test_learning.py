@@ -250,3 +250,28 @@ def test_database_platform_constants_are_refitted_from_their_stages(tmp_path: Pa
 
     assert predicted(too_cheap) < predicted(sqlite.cost) <= MAX_STEP * predicted(too_cheap) * 1.001
     ctx.close()
+
+
+def test_stages_calling_python_functions_do_not_move_the_operators_around_them() -> None:
+    """A map's time is the user's function: 10x what the constants say lands nowhere."""
+    clean = _consistent_stages(TRUTH, repeats=1)
+    with_map = [
+        _timed(
+            TRUTH,
+            [
+                ("Scan", rows, rows * 8),
+                ("MapRows", rows, rows * 8),
+                ("Aggregate", rows, rows * 8),
+                ("Output", 100, 800),
+            ],
+            noise=10.0,
+        )
+        for rows in (1e2, 3e2, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6, 3e6) * 2
+    ]
+    params = replace(TRUTH, ops={**TRUTH.ops, "MapRows": (0.0, 1e-7, 0.0)})
+    fit = fit_stages(params, with_map + clean)
+    for kind in ("Scan", "Aggregate"):
+        for rows in (1e2, 1e4, 1e6):
+            got = fit.params.operator_cost(kind, rows, 8 * rows)
+            assert got == pytest.approx(params.operator_cost(kind, rows, 8 * rows), rel=0.05)
+    assert "MapRows" not in fit.moved

@@ -39,6 +39,10 @@ Hence these guards, each cheap and each keeping the fit linear:
   keep their constants;
 * relative error: each stage is weighted by ``1 / seconds``, so a 2 ms stage
   counts as much as a 2 s one;
+* stages that call a Python function per row are left out: the function's own
+  time is the user's, and it landed on the operators around it (Python's
+  Aggregate start-up tripled in one learning run, so small filter+aggregates
+  went to DuckDB);
 * trust region: one refit moves a kind's cost at any size it was seen, and at
   ``EXTRAPOLATE`` times the largest, by at most ``MAX_STEP``;
 * hold-out: every ``HOLDOUT_EVERY``-th stage is left out of the fit, and a refit
@@ -69,7 +73,16 @@ from dalang.optimizer.cardinality import Corrector, Estimate, estimate_plan
 from dalang.optimizer.cost import CostModel, nnls, operator_features, operator_kind
 from dalang.optimizer.history import History, StageRecord
 from dalang.optimizer.placement import PlacedPlan
-from dalang.plan.nodes import Limit, Node, Project, Scan, Sort, StageInput, walk_plan
+from dalang.plan.nodes import (
+    PYTHON_FUNCTION_NODES,
+    Limit,
+    Node,
+    Project,
+    Scan,
+    Sort,
+    StageInput,
+    walk_plan,
+)
 from dalang.platforms.base import CostParams, OpCost, Platform
 
 #: Refit the cost constants after this many recorded runs.
@@ -93,6 +106,8 @@ EXTRAPOLATE = 10.0
 HOLDOUT_EVERY = 4
 #: Refits a Learner remembers (``Learner.refits``).
 REFITS_KEPT = 50
+#: Kinds that call a Python function per row: stages with one are left out of refits.
+_USER_CODE = frozenset(t.__name__ for t in PYTHON_FUNCTION_NODES)
 #: Operators whose rows equal their input's: nothing to learn.
 _PASS_THROUGH = (Project, Sort, Limit, StageInput)
 
@@ -346,8 +361,12 @@ def fit_stages(
     was seen moves by at most ``MAX_STEP`` (the trust region), and the refit is
     refused unless it predicts the held-out stages better than ``params`` does.
     A "stage" here is a distinct one: the same plan run twice on the same data is one.
+    Stages that call a Python function per row (``PYTHON_FUNCTION_NODES``) are left out.
     """
     anchor = params if prior is None else prior
+    # a Python function's own time is the user's, not the platform's: it would land on
+    # the operators around it (a stage's Aggregate paying for the map before it)
+    records = [r for r in records if not any(_runs_user_code(k) for k, _, _ in r.ops)]
     train = [r for i, r in enumerate(records) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
     held_out = [r for i, r in enumerate(records) if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
     if len(train) < MIN_STAGES or not held_out:
@@ -445,6 +464,10 @@ def fit_stages(
 
 def _cost(c: OpCost, rows: float, nbytes: float) -> float:
     return c[0] + c[1] * rows + c[2] * nbytes
+
+
+def _runs_user_code(kind: str) -> bool:
+    return kind.split(".", 1)[0] in _USER_CODE
 
 
 def _rounded(x: float) -> float:

@@ -202,10 +202,11 @@ def calibrate(
     ``databases`` are URIs: each gets scratch tables of generated rows, measured with the
     fragments it runs and dropped afterwards (also on error and Ctrl-C); its constants are
     stored under :func:`~dalang.platforms.database.calibration_key`. A Spark platform among
-    ``platforms`` is measured on its own (its JVM start-up is reported as
-    :attr:`Calibration.spark_start_s`). The budget is shared out evenly: the local
-    platforms, Spark and each database get a part of what is left when their turn comes.
-    Sizes run smallest first; a size that would not fit in its part is left out.
+    ``platforms`` is measured on its own, last (its JVM start-up, measured whatever the
+    budget has left, is reported as :attr:`Calibration.spark_start_s`). The budget is
+    shared out evenly: the local platforms, each database and Spark get a part of what is
+    left when their turn comes. Sizes run smallest first; a size that would not fit in
+    its part is left out, and so is a kind measured at fewer than two sizes.
     """
     started = time.perf_counter()
     deadline = started + budget_s
@@ -218,10 +219,11 @@ def calibrate(
         groups.append(
             partial(_calibrate_local, local, sizes, repeat=repeat, out=out, progress=progress)
         )
-    for p in spark:
-        groups.append(partial(_calibrate_spark, p, sorted(spark_sizes), out=out, progress=progress))
     for uri in databases:
         groups.append(partial(_calibrate_database, uri, sizes, out=out, progress=progress))
+    # last: its JVM start-up (seconds) is measured whatever the budget has left for it
+    for p in spark:
+        groups.append(partial(_calibrate_spark, p, sorted(spark_sizes), out=out, progress=progress))
     for i, group in enumerate(groups):
         now = time.perf_counter()
         group(now + max(deadline - now, 0.0) / (len(groups) - i))
@@ -496,7 +498,16 @@ def _predicted(took: Sequence[tuple[int, float]], n: int) -> float:
 def _fit(
     startup: float, samples: Mapping[str, list[tuple[float, float, float]]]
 ) -> PlatformProfile:
-    ops: dict[str, OpCost] = {kind: fit_op_cost(points) for kind, points in samples.items()}
+    """Constants per kind measured at two sizes or more.
+
+    From one size a fit cannot tell start-up from per-row cost (it calls all of it
+    start-up, and large inputs would look free): such a kind keeps its declared constants.
+    """
+    ops: dict[str, OpCost] = {
+        kind: fit_op_cost(points)
+        for kind, points in samples.items()
+        if len({rows for rows, _, _ in points}) >= 2
+    }
     return PlatformProfile(startup, ops)
 
 

@@ -31,7 +31,9 @@ if TYPE_CHECKING:
         FedYogi,
         Krum,
         MultiKrum,
+        Stateful,
         Strategy,
+        StrategyState,
         Validated,
     )
     from dalang.learn.trainers import (
@@ -70,6 +72,8 @@ _WHERE: dict[str, str] = {
     "NumpyTrainer": "trainers",
     "TorchTrainer": "trainers",
     "Strategy": "strategies",
+    "Stateful": "strategies",
+    "StrategyState": "strategies",
     "FedAvg": "strategies",
     "FedProx": "strategies",
     "FedAvgM": "strategies",
@@ -116,7 +120,9 @@ __all__ = [
     "NumpyTrainer",
     "RoundRecord",
     "SklearnTrainer",
+    "Stateful",
     "Strategy",
+    "StrategyState",
     "TorchTrainer",
     "TrainResult",
     "Trainer",

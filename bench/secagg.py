@@ -43,7 +43,7 @@ from dalang.learn.secagg import (
 DIM = 100_000
 DROP_FRACTION = 0.10
 TARGET = 3.0
-REPEAT = 5
+REPEAT = 11
 SEED = 11
 
 
@@ -165,7 +165,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="*", default=[10, 50, 100])
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=150)
     rows = []
     for n in args.clients:
         for neighbours in (None, secagg_plus_k(n)):

@@ -396,3 +396,25 @@ def test_with_no_surviving_neighbour_a_correction_reveals_what_the_shares_would(
     assert np.array_equal(
         masked[0] - correction, quantize(xs[0], params.clip, params.bits, dtype=params.dtype)
     )
+
+
+def test_the_quantised_sum_is_exact_and_reading_it_twice_changes_nothing() -> None:
+    xs = _updates(10, d=500, seed=11)
+    clients, server, _ = _round_to_masked(xs, drop=(1, 8), threshold=5)
+    survivors, dropped = server.unmask_request()
+    late = {3, 4}
+    for i in survivors:
+        if i not in late:
+            server.receive_unmask(i, *clients[i].unmask(survivors, dropped))
+    params = clients[0].params
+    want = np.zeros(500, dtype=np.uint32)
+    for i in survivors:  # the ring's sum of the quantised updates, wrapping as it goes
+        want += quantize(xs[i], params.clip, params.bits, dtype=np.uint32)
+    first = server.aggregate_quantized()
+    assert np.array_equal(first, want)
+    assert np.array_equal(server.aggregate_quantized(), want)
+    assert np.array_equal(server.aggregate(), server.aggregate())
+    assert np.array_equal(server.aggregate(), dequantize(want, params.clip, params.bits, n=8))
+    # the late clients' masks came off from the shares: an answer from one now is refused
+    with pytest.raises(DalangError, match="after its masks came off"):
+        server.receive_unmask(3, *clients[3].unmask(survivors, dropped))

@@ -230,16 +230,31 @@ def dequantize(
     exact on the grid: a sum of zeros gives zeros.
     """
     a = np.asarray(q)
-    step = (2.0 * clip) / ((1 << bits) - 2)
-    offset = n * ((1 << (bits - 1)) - 1)
     if a.dtype.kind == "u":
-        signed = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
-        centred = (a - a.dtype.type(offset % (1 << (8 * a.dtype.itemsize)))).view(signed)
-    else:
-        centred = a.astype(np.float64) - offset
-    out = centred.astype(np.float64)
-    out *= step
-    return out
+        return _dequantize_centred(a - _ring_offset(a.dtype, bits, n), clip, bits)
+    return _dequantize_centred(a.astype(np.float64) - n * _zero(bits), clip, bits)
+
+
+def _zero(bits: int) -> int:
+    """Where quantisation puts zero (the offset of one quantised vector)."""
+    return (1 << (bits - 1)) - 1
+
+
+def _ring_offset(dtype: np.dtype[Any], bits: int, n: int) -> np.unsignedinteger[Any]:
+    """The offsets of ``n`` quantised vectors, as an element of the ring ``dtype`` holds."""
+    return dtype.type((n * _zero(bits)) % (1 << (8 * dtype.itemsize)))  # type: ignore[no-any-return]
+
+
+_SIGNED = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
+
+
+def _dequantize_centred(
+    centred: np.ndarray[Any, Any], clip: float, bits: int
+) -> np.ndarray[Any, Any]:
+    """Floats from a sum whose offsets are already off (unsigned integers read as signed)."""
+    if centred.dtype.kind == "u":
+        centred = centred.view(_SIGNED[centred.dtype.itemsize])
+    return np.multiply(centred, (2.0 * clip) / ((1 << bits) - 2), dtype=np.float64)  # one pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -701,8 +716,12 @@ class SecAggServer:
             raise SecAggError(f"client {client} answered round 4 without a masked update")
         if client in self._unmask:
             raise SecAggError(f"client {client} answered round 4 twice")
+        if client in self._corrected:
+            raise SecAggError(
+                f"client {client} answered round 4 after its masks came off from the others' shares"
+            )
+        assert self._sum is not None  # a masked update arrived
         if correction is not None:
-            assert self._sum is not None  # a masked update arrived
             c = np.asarray(correction)
             want = np.dtype(self.params.dtype)
             if c.dtype != want or c.ndim != 1 or c.size != self._sum.size:
@@ -711,31 +730,43 @@ class SecAggServer:
                     f"values; expected a 1-d {want} array of {self._sum.size} values (the size "
                     "of the masked updates)"
                 )
+        if not self._unmask:  # who counts is settled now: the n offsets come off, once
+            self._sum -= _ring_offset(self._sum.dtype, self.params.bits, len(self._masked_from))
+        if correction is not None:
             self._sum -= c
             self._corrected.add(client)
         self._unmask[client] = dict(shares)
         self._answers = None
 
     def aggregate_quantized(self) -> np.ndarray[Any, Any]:
-        """The sum of the survivors' quantised updates in Z/2^m (masks removed).
+        """The sum of the survivors' quantised updates in Z/2^m (masks removed)."""
+        total = self._unmasked()
+        return total + _ring_offset(total.dtype, self.params.bits, len(self._masked_from))
 
-        The corrections already came off the sum; what is left are the masks of the survivors
-        that sent none: their self masks, and their pairwise masks with the dropped clients,
-        regenerated from secrets rebuilt from the shares.
+    def aggregate(self) -> np.ndarray[Any, Any]:
+        """The sum of the survivors' updates, dequantised (float64)."""
+        return _dequantize_centred(self._unmasked(), self.params.clip, self.params.bits)
+
+    def _unmasked(self) -> np.ndarray[Any, Any]:
+        """The running sum with every mask and offset off (the sum itself: no copy).
+
+        The corrections and the offsets came off as the answers arrived; what is left are the
+        masks of the survivors that sent no correction: their self masks, and their pairwise
+        masks with the dropped clients, regenerated from secrets rebuilt from the shares. They
+        come off the running sum once (those survivors count as corrected from then on).
         """
         if self._sum is None:
             raise TooFewSurvivors("no masked update arrived")
         survivors, dropped = self.unmask_request()
-        total = self._sum.copy()
+        if not self._unmask:
+            raise TooFewSurvivors("no client answered the unmask round")
         late = [j for j in survivors if j not in self._corrected]
         if not late:
-            return total
-        scratch = np.empty_like(total)
-        p = self.params
-        for owner in late:
-            seed = self._rebuild(owner)
-            total -= prg_expand(seed, total.size, p.dtype, out=scratch)
+            return self._sum
+        # every secret first: too few shares raises before the sum changes
+        seeds = [self._rebuild(owner) for owner in late]
         uncorrected = set(late)
+        pairs: list[tuple[X25519PrivateKey, int, list[int]]] = []
         for owner in dropped:
             # v's mask includes owner when v received owner's shares
             masked_with = [
@@ -743,9 +774,15 @@ class SecAggServer:
                 for v in sorted(self._routes[owner])
                 if v in uncorrected and owner in self._routes.get(v, {})
             ]
-            if not masked_with:
-                continue
-            mask_sk = X25519PrivateKey.from_private_bytes(self._rebuild(owner))
+            if masked_with:
+                key = X25519PrivateKey.from_private_bytes(self._rebuild(owner))
+                pairs.append((key, owner, masked_with))
+        p = self.params
+        total = self._sum
+        scratch = np.empty_like(total)
+        for seed in seeds:
+            total -= prg_expand(seed, total.size, p.dtype, out=scratch)
+        for mask_sk, owner, masked_with in pairs:
             for v in masked_with:
                 shared = mask_sk.exchange(X25519PublicKey.from_public_bytes(self._keys[v][32:]))
                 mask = prg_expand(
@@ -755,12 +792,8 @@ class SecAggServer:
                     total -= mask
                 else:
                     total += mask
+        self._corrected |= uncorrected
         return total
-
-    def aggregate(self) -> np.ndarray[Any, Any]:
-        """The sum of the survivors' updates, dequantised (float64)."""
-        n = len(self._masked_from)
-        return dequantize(self.aggregate_quantized(), self.params.clip, self.params.bits, n=n)
 
     def _rebuild(self, owner: int) -> bytes:
         shares: list[Share] = []

@@ -35,8 +35,10 @@ Hence these guards, each cheap and each keeping the fit linear:
   same place and a full window outweighs the prior;
 * evidence: a kind's constants move only once it was seen in ``MIN_STAGES``
   distinct stages (a plan run twice on the same data is one) at ``MIN_SIZES``
-  decades of rows (the start-up: stages of ``MIN_SIZES`` decades); the other kinds
-  keep their constants;
+  decades of rows (the start-up: stages of ``MIN_SIZES`` decades), and only stages
+  whose every kind is so seen are fitted: a kind left as it is would push its error
+  onto the others (PostgreSQL's hand-over, fitted beside a scan and a join held at
+  their too-dear defaults, halved, and joins of 10^5-10^6 rows were pulled out);
 * relative error: each stage is weighted by ``1 / seconds``, so a 2 ms stage
   counts as much as a 2 s one;
 * stages that call a Python function per row are left out: the function's own
@@ -372,19 +374,20 @@ def fit_stages(
     if len(train) < MIN_STAGES or not held_out:
         return Refit(params, False, f"{len(train)} stages to fit; a refit needs {MIN_STAGES}")
     kinds = sorted({k for r in train for k, _, _ in r.ops})
-    stages_of: dict[str, set[tuple[tuple[str, float, float], ...]]] = {}
-    sizes_of: dict[str, set[int]] = {}
-    for r in train:
-        shape = tuple((k, _rounded(rows), _rounded(b)) for k, rows, b in r.ops)
-        for kind, rows, _ in r.ops:
-            stages_of.setdefault(kind, set()).add(shape)
-            sizes_of.setdefault(kind, set()).add(_decade(rows))
-    free = [k for k in kinds if len(stages_of[k]) >= MIN_STAGES and len(sizes_of[k]) >= MIN_SIZES]
+    # only stages whose every kind is seen well enough: a stage with a kind the fit must
+    # leave as it is would push that kind's error onto the others (a database's hand-over
+    # made cheap for its scan and join being dear)
+    while True:
+        free = _well_seen(train)
+        kept = [r for r in train if all(k in free for k, _, _ in r.ops)]
+        if len(kept) == len(train):
+            break
+        train = kept
     held = [k for k in kinds if k not in free]
+    if len(train) < MIN_STAGES or not free:
+        return Refit(params, False, "too few stages of kinds seen often enough", held=tuple(kinds))
     startup_free = len({_decade(sum(rows for _, rows, _ in r.ops)) for r in train}) >= MIN_SIZES
     groups = (["startup"] if startup_free else []) + free
-    if not free:
-        return Refit(params, False, "no kind seen often enough", held=tuple(kinds))
     current = {k: _current(params, k) for k in kinds}
     pulled_to: list[float] = [anchor.startup_s] if startup_free else []
     for kind in free:
@@ -464,6 +467,20 @@ def fit_stages(
 
 def _cost(c: OpCost, rows: float, nbytes: float) -> float:
     return c[0] + c[1] * rows + c[2] * nbytes
+
+
+def _well_seen(stages: list[StageRecord]) -> list[str]:
+    """Kinds seen in ``MIN_STAGES`` distinct stages at ``MIN_SIZES`` decades of rows."""
+    stages_of: dict[str, set[tuple[tuple[str, float, float], ...]]] = {}
+    sizes_of: dict[str, set[int]] = {}
+    for r in stages:
+        shape = tuple((k, _rounded(rows), _rounded(b)) for k, rows, b in r.ops)
+        for kind, rows, _ in r.ops:
+            stages_of.setdefault(kind, set()).add(shape)
+            sizes_of.setdefault(kind, set()).add(_decade(rows))
+    return sorted(
+        k for k in stages_of if len(stages_of[k]) >= MIN_STAGES and len(sizes_of[k]) >= MIN_SIZES
+    )
 
 
 def _runs_user_code(kind: str) -> bool:

@@ -240,3 +240,45 @@ def test_the_site_refuses_masking_steps_that_would_expose_its_update() -> None:
     }
     with pytest.raises(InvalidPlan, match="not above half"):
         sessions.share(_masking_request("secagg_shares", session="c" * 32, keys=listed))
+
+
+@pytest.mark.parametrize("bad", ["short", "two tensors", "float64"])
+def test_a_site_whose_correction_is_malformed_has_its_masks_removed_from_shares(
+    three: Any, monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    """The coordinator refuses the bad correction (and that site's shares) but keeps its
+    masked update: the other two sites' shares remove its masks, and the sum is the plain one."""
+    honest = secure_rounds.secure_round
+    refused: dict[str, BaseException | None] = {}
+
+    def spy(**kw: Any) -> Any:
+        call = kw["call"]
+
+        def spoiling(site: str, doc: dict[str, Any], weights: Any) -> Any:
+            fn = call(site, doc, weights)
+            if site != "s1" or doc["kind"] != "secagg_unmask":
+                return fn
+
+            def run() -> Any:
+                answer, tensors = fn()
+                (correction,) = tensors
+                spoilt = {
+                    "short": [correction[:-1]],
+                    "two tensors": [correction, correction],
+                    "float64": [correction.astype(np.float64)],
+                }[bad]
+                return answer, spoilt
+
+            return run
+
+        out = honest(**{**kw, "call": spoiling})
+        refused.update(out.failures)
+        return out
+
+    plain = _train(three, rounds=1)
+    monkeypatch.setattr(secure_rounds, "secure_round", spy)
+    secure = _train(three, rounds=1, secure_aggregation=True)
+    assert list(refused) == ["s1"]
+    assert "correction" in str(refused["s1"])
+    assert secure.history[0].sites == ["s0", "s1", "s2"]
+    _assert_close(secure.model.weights, plain.model.weights)

@@ -95,7 +95,7 @@ WINDOW = 2000
 #: costs as much as this many stages off by what the move changes in them.
 PRIOR_WEIGHT = 3.0
 #: A kind's constants move only when it was seen in this many stages...
-MIN_STAGES = 8
+MIN_STAGES = 5
 #: ...at this many sizes (decades of rows): one size cannot tell start-up from per-row cost.
 MIN_SIZES = 3
 #: Trust region: one refit moves a kind's cost at any size it was seen by at most this factor.
@@ -353,12 +353,12 @@ def fit_stages(
 
     Unknowns: the stage start-up and (start-up, per-row, per-byte) of every kind
     seen in at least ``MIN_STAGES`` stages at ``MIN_SIZES`` sizes (decades of rows);
-    the other kinds keep their constants, and their predicted seconds are taken off
-    the stages' times. Each stage says ``seconds = startup + sum over its
-    operators``, weighted by ``1 / seconds`` (relative error); each unknown also gets
-    a prior equation ``value = its value in prior`` (the calibrated constants; default
-    ``params``) weighted by ``PRIOR_WEIGHT``. Every
-    ``HOLDOUT_EVERY``-th stage is held out of the fit. The fitted constants of a
+    the other kinds keep their constants, and only stages made of the former are
+    fitted. Each stage says ``seconds = startup + sum over its operators``,
+    weighted by ``1 / seconds`` (relative error); each unknown also gets a prior
+    equation ``value = its value in prior`` (the calibrated constants; default
+    ``params``) weighted by ``PRIOR_WEIGHT``. Every ``HOLDOUT_EVERY``-th stage is
+    held out of the fit. The fitted constants of a
     kind are then drawn back toward the current ones until its cost at every size it
     was seen moves by at most ``MAX_STEP`` (the trust region), and the refit is
     refused unless it predicts the held-out stages better than ``params`` does.

@@ -67,7 +67,8 @@ def test_calibrating_spark_fits_per_kind_costs_at_two_sizes(spark_session: Any) 
     assert 0 < warm < COLD_START_S
     assert profile.ops[CORES_KIND][0] == platform.cores
     measured = {k for k in profile.ops if k not in (WARM_START_KIND, CORES_KIND)}
-    assert {"StageInput", "Output", "Scan"} <= measured, (sorted(measured), seen)
+    # kinds go in a fixed order (those placement meets most first) until the budget ends
+    assert "StageInput" in measured, (sorted(measured), seen)
     for kind in measured:
         assert len({rows for rows, _, _ in result.samples["spark"][kind]}) == 2, kind
     # putting 50,000 rows into Spark costs more than putting in 1,000

@@ -483,13 +483,14 @@ def _sample(
 def _predicted(took: Sequence[tuple[int, float]], n: int) -> float:
     """Seconds a size of ``n`` rows will take, extrapolated from the sizes measured so far.
 
-    Small sizes mostly pay fixed costs: from one size, the next (10x) is taken as 4x as
-    long; from two, the line through them.
+    Small sizes mostly pay fixed costs: from one size, ten times the rows are taken to
+    take four times as long (and so on in proportion); from two, the line through them.
     """
     if not took:
         return 0.0
     if len(took) == 1:
-        return took[0][1] * 4
+        n1, t1 = took[0]
+        return t1 * max(1.0, 0.4 * n / max(n1, 1))
     (n1, t1), (n2, t2) = took[-2], took[-1]
     slope = max(t2 - t1, 0.0) / max(n2 - n1, 1)
     return max(t2 + slope * (n - n2), t2)

@@ -523,9 +523,14 @@ def _torch() -> Any:
 class TorchTrainer:
     """A PyTorch module as a trainer (extra ``dalang[torch]``; torch is imported lazily).
 
-    Weights are the module's ``state_dict`` tensors as NumPy arrays, in order. ``module`` is an
-    ``nn.Module`` or a ``"module:factory"`` string (how ``config()`` names it, so a site can
-    rebuild it). ``loss`` is ``"cross_entropy"`` (classification) or ``"mse"``.
+    Weights are the module's floating-point ``state_dict`` tensors (parameters and buffers such
+    as BatchNorm's running statistics) as NumPy arrays, in ``state_dict`` order and in the
+    module's dtype (float32 unless it was made otherwise); integer buffers stay with each copy.
+    ``fit`` trains with plain mini-batch SGD and returns weights in the dtypes it was given.
+    ``module`` is an ``nn.Module`` or a ``"module:factory"`` string (how ``config()`` names it,
+    so a site can rebuild it); a site runs it only if the policy approves ``digest()``, the
+    SHA-256 of the factory's module file. ``loss`` is ``"cross_entropy"`` (classification) or
+    ``"mse"``.
     """
 
     name = "torch"
@@ -565,17 +570,73 @@ class TorchTrainer:
             "batch_size": self.batch_size,
         }
 
+    def digest(self) -> str:
+        """SHA-256 of the source file of the factory's module: what a site policy approves.
+
+        The module defines the model's code (its layers, its ``forward``), so a site approves
+        that file as it stands, whichever factory in it a run names and with what arguments.
+
+        Examples
+        --------
+        >>> TorchTrainer("my_models:digits_mlp").digest()  # doctest: +SKIP
+        '5f0c...'
+        """
+        if self._factory is None:
+            raise ValueError(
+                "a TorchTrainer built from a module object has no code a site can approve; "
+                "pass module='package.module:factory'"
+            )
+        module = importlib.import_module(self._factory.partition(":")[0])
+        try:
+            source = inspect.getsource(module)
+        except (OSError, TypeError):
+            raise ValueError(
+                f"the source of module {module.__name__!r} cannot be read, so a site cannot "
+                "approve its digest; define the factory in a .py file"
+            ) from None
+        return hashlib.sha256(source.encode()).hexdigest()
+
+    def _keys(self, module: Any) -> list[str]:
+        """The ``state_dict`` entries that are weights: the floating-point ones, in order.
+
+        Integer buffers (BatchNorm's ``num_batches_tracked``) are counters, not weights: averaged
+        they would turn into floats, and their size would dominate an update's norm (clipping,
+        DP noise); each copy of the module keeps its own.
+        """
+        return [k for k, t in module.state_dict().items() if t.is_floating_point()]
+
     def _load(self, weights: Weights) -> Any:
         torch = _torch()
         module = copy.deepcopy(self.module)
-        keys = list(module.state_dict())
-        state = {k: torch.as_tensor(np.asarray(w)) for k, w in zip(keys, weights, strict=True)}
+        state = module.state_dict()
+        keys = self._keys(module)
+        if len(weights) != len(keys):
+            raise ValueError(
+                f"{type(module).__name__} has {len(keys)} floating-point state tensors "
+                f"({', '.join(keys)}), got {len(weights)} weights"
+            )
+        for key, w in zip(keys, weights, strict=True):
+            target = state[key]
+            if tuple(np.shape(w)) != tuple(target.shape):
+                raise ValueError(
+                    f"weight {key!r} has shape {np.shape(w)}, the module wants "
+                    f"{tuple(target.shape)}"
+                )
+            # float64 weights for a float32 module (or the reverse) are cast to the module's
+            state[key] = torch.as_tensor(np.asarray(w)).to(target.dtype)
         module.load_state_dict(state)
         return module
 
-    @staticmethod
-    def _weights(module: Any) -> Weights:
-        return [t.detach().cpu().numpy().copy() for t in module.state_dict().values()]
+    def _weights(self, module: Any, like: Weights | None = None) -> Weights:
+        """The module's weights as NumPy arrays, in the dtypes of ``like`` where given (the
+        weights the caller sent: a coordinator checks an update against them, dtype included)."""
+        state = module.state_dict()
+        out = [state[k].detach().cpu().numpy().copy() for k in self._keys(module)]
+        if like is not None:
+            out = [
+                w.astype(np.asarray(a).dtype, copy=False) for w, a in zip(out, like, strict=True)
+            ]
+        return out
 
     def init(self, n_features: int, n_classes: int, *, seed: int) -> Weights:
         torch = _torch()
@@ -614,10 +675,10 @@ class TorchTrainer:
     ) -> tuple[Weights, dict[str, float]]:
         torch = _torch()
         module = self._load(weights)
-        anchor = [p.detach().clone() for p in module.parameters()] if proximal_mu else None
+        params = [p for p in module.parameters() if p.requires_grad]
+        anchor = [p.detach().clone() for p in params] if proximal_mu else None
         xt, yt = self._tensors(X, y)
         criterion = self._criterion()
-        optimizer = torch.optim.SGD(module.parameters(), lr=lr)
         generator = torch.Generator().manual_seed(seed)
         module.train()
         losses: list[float] = []
@@ -625,19 +686,21 @@ class TorchTrainer:
             order = torch.randperm(len(xt), generator=generator)
             for start in range(0, len(xt), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                optimizer.zero_grad()
+                module.zero_grad(set_to_none=True)
                 loss = criterion(module(xt[idx]), yt[idx])
                 losses.append(float(loss.item()))
                 if anchor is not None:
-                    prox = sum(
-                        ((p - a) ** 2).sum()
-                        for p, a in zip(module.parameters(), anchor, strict=True)
-                    )
+                    prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
                     loss = loss + proximal_mu / 2.0 * prox
                 loss.backward()
-                optimizer.step()
+                # plain SGD by hand: the step torch.optim.SGD takes without momentum or decay,
+                # and torch.optim's first use imports torch._dynamo (~1.5 s in every process)
+                with torch.no_grad():
+                    for p in params:
+                        if p.grad is not None:
+                            p.add_(p.grad, alpha=-lr)
         mean = float(np.mean(losses)) if losses else float("nan")
-        return self._weights(module), {"loss": mean, "num_examples": float(len(X))}
+        return self._weights(module, like=weights), {"loss": mean, "num_examples": float(len(X))}
 
     def evaluate(self, weights: Weights, X: Array, y: Array) -> dict[str, float]:
         torch = _torch()

@@ -81,7 +81,20 @@ def _train(fed: Any, **kw: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def central(digits: tuple[Path, list[pa.Table]]) -> tuple[float, np.ndarray, np.ndarray]:
+def _one_thread() -> Any:
+    """The small model trained here: on a shared machine torch's threads only wait."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def central(
+    digits: tuple[Path, list[pa.Table]], _one_thread: None
+) -> tuple[float, np.ndarray, np.ndarray]:
     """The same torch model trained on the pooled fit parts, one pass a round, scored on the
     pooled eval parts; returns the accuracy and the eval rows."""
     parts = [T.split(t, COLUMNS, "y", seed=0, eval_fraction=0.2) for t in digits[1]]
@@ -124,6 +137,18 @@ def test_secure_aggregation_of_torch_weights_equals_the_plain_mean(fed: Any) -> 
     for a, b in zip(secure.model.weights, plain.model.weights, strict=True):
         assert a.dtype == b.dtype == np.float32
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def test_batchnorm_state_crosses_the_wire_under_server_momentum(fed: Any) -> None:
+    from dalang import learn
+
+    trainer = TorchTrainer("_torch_site:digits_batchnorm_mlp")
+    result = _train(fed, trainer=trainer, strategy=learn.FedAvgM(), rounds=4)
+    # no update refused: the integer batch counter stays at each site (averaged it came back
+    # as float64 and the sites' int64 answers failed the dtype check)
+    assert all(r.sites == ["s0", "s1", "s2"] and not r.refused for r in result.history)
+    assert [w.dtype for w in result.model.weights] == [np.float32] * 8
+    assert result.history[-1].metrics["accuracy"] > 0.85
 
 
 def test_a_site_that_approves_another_version_of_the_model_file_refuses(fed: Any) -> None:

@@ -625,6 +625,12 @@ class TorchTrainer:
             # float64 weights for a float32 module (or the reverse) are cast to the module's
             state[key] = torch.as_tensor(np.asarray(w)).to(target.dtype)
         module.load_state_dict(state)
+        # a server optimizer (FedAvgM's momentum, FedAdam's steps) moves running statistics
+        # like weights and can overshoot a variance below zero, which makes every output NaN
+        for layer in module.modules():
+            var = getattr(layer, "running_var", None)
+            if isinstance(layer, torch.nn.modules.batchnorm._NormBase) and var is not None:
+                var.clamp_(min=0.0)
         return module
 
     def _weights(self, module: Any, like: Weights | None = None) -> Weights:
@@ -682,10 +688,15 @@ class TorchTrainer:
         generator = torch.Generator().manual_seed(seed)
         module.train()
         losses: list[float] = []
+        n = len(xt)
+        # a last batch of one row joins the one before it: BatchNorm cannot train on one row
+        cuts = [*range(0, n, self.batch_size), n]
+        if len(cuts) > 2 and cuts[-1] - cuts[-2] == 1:
+            del cuts[-2]
         for _ in range(max(int(epochs), 1)):
-            order = torch.randperm(len(xt), generator=generator)
-            for start in range(0, len(xt), self.batch_size):
-                idx = order[start : start + self.batch_size]
+            order = torch.randperm(n, generator=generator)
+            for start, stop in itertools.pairwise(cuts):
+                idx = order[start:stop]
                 module.zero_grad(set_to_none=True)
                 loss = criterion(module(xt[idx]), yt[idx])
                 losses.append(float(loss.item()))

@@ -99,7 +99,7 @@ def test_noisy_small_stages_move_constants_within_the_trust_bound() -> None:
     rng = np.random.default_rng(2)
     records = [
         _stage(TRUTH, rows, 8, aggregate=bool(i % 2), noise=float(rng.uniform(0.1, 0.25)))
-        for i, rows in enumerate(np.geomspace(100, 30_000, 30).round())
+        for i, rows in enumerate(np.geomspace(100, 300_000, 30).round())
     ]
     fit = fit_stages(TRUTH, records)
     assert fit.accepted  # the data do say "cheaper": the refit follows, but only so far
@@ -188,7 +188,7 @@ def test_a_refit_that_predicts_held_out_stages_worse_is_refused() -> None:
 def _sqlite_tables(path: Path) -> str:
     rng = np.random.default_rng(7)
     with sqlite3.connect(path) as con:
-        for rows in (100, 1_000, 10_000, 100_000):
+        for rows in (1_000, 10_000, 100_000, 1_000_000):
             con.execute(f"CREATE TABLE fact_{rows} (k INTEGER, x REAL, v INTEGER)")
             con.executemany(
                 f"INSERT INTO fact_{rows} VALUES (?, ?, ?)",
@@ -211,7 +211,7 @@ def test_database_platform_constants_are_refitted_from_their_stages(tmp_path: Pa
         kept = ctx.read_table(uri, f"fact_{rows}").filter(dl.col("x") < keep)
         return kept.group_by("k").agg(total=dl.col("v").sum()) if grouped else kept
 
-    ctx.plan(query(100).node)  # makes the Context's platform for this database
+    ctx.plan(query(1_000).node)  # makes the Context's platform for this database
     (sqlite,) = ctx._databases.values()
     cost = sqlite.cost
     too_cheap = replace(
@@ -220,10 +220,10 @@ def test_database_platform_constants_are_refitted_from_their_stages(tmp_path: Pa
         per_byte_s=cost.per_byte_s * 0.05,
     )
     sqlite.cost = too_cheap
-    # 24 runs of 24 distinct stages (their results from 10 to 90,000 rows): one refit
+    # 24 runs of 24 distinct stages (their results from 10 to 900,000 rows): one refit
     for grouped in (True, False):
         for keep in (0.1, 0.5, 0.9):
-            for rows in (100, 1_000, 10_000, 100_000):
+            for rows in (1_000, 10_000, 100_000, 1_000_000):
                 placed = ctx.plan(query(rows, keep, grouped=grouped).node)
                 assert sqlite.name in {p.name for p in placed.platform.values()}
                 query(rows, keep, grouped=grouped).to_arrow()

@@ -96,8 +96,10 @@ WINDOW = 2000
 PRIOR_WEIGHT = 3.0
 #: A kind's constants move only when it was seen in this many stages...
 MIN_STAGES = 5
-#: ...at this many sizes (decades of rows): one size cannot tell start-up from per-row cost.
+#: ...at this many sizes (decades of rows, from MIN_ROWS): one size cannot tell start-up from
+#: per-row cost, nor can the 10-100 rows a database hands over after an aggregate.
 MIN_SIZES = 3
+MIN_ROWS = 1_000
 #: Trust region: one refit moves a kind's cost at any size it was seen by at most this factor.
 MAX_STEP = 2.0
 #: Share of its stage a cost now zero may grow to in one refit.
@@ -477,9 +479,12 @@ def _well_seen(stages: list[StageRecord]) -> list[str]:
         shape = tuple((k, _rounded(rows), _rounded(b)) for k, rows, b in r.ops)
         for kind, rows, _ in r.ops:
             stages_of.setdefault(kind, set()).add(shape)
-            sizes_of.setdefault(kind, set()).add(_decade(rows))
+            if rows >= MIN_ROWS:  # below, per-row cost is lost in the start-up
+                sizes_of.setdefault(kind, set()).add(_decade(rows))
     return sorted(
-        k for k in stages_of if len(stages_of[k]) >= MIN_STAGES and len(sizes_of[k]) >= MIN_SIZES
+        k
+        for k in stages_of
+        if len(stages_of[k]) >= MIN_STAGES and len(sizes_of.get(k, ())) >= MIN_SIZES
     )
 
 

@@ -48,7 +48,9 @@ of the cells; Spark never chosen on this 2-core machine for inputs under a
 million rows; planning a 30-operator plan in < 10 ms. Results go to
 ``bench/results/placement.json`` (``version`` 2: per cell ``auto`` holds each
 model's placement; the top-level ``seconds["auto"]``, ``auto_platforms``,
-``within`` and ``auto_vs_fastest_forced`` keep their meaning for the first model).
+``within`` and ``auto_vs_fastest_forced`` keep their meaning for the first model;
+``learned_refits``: every refit of the learned model, accepted or refused and why, with
+the constants before and as fitted). An automatic plan that fails counts as a miss.
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ FACTORY = "_torch_site:digits_mlp"
 # what a site operator approves: the SHA-256 of the file that defines the model, read here
 # from the file itself (not from the code under test)
 DIGEST = hashlib.sha256((HERE / "_torch_site.py").read_bytes()).hexdigest()
-ROUNDS = 12
-LR = 0.3
+ROUNDS = 15
+LR = 0.5
 
 
 def _configs(root: Path) -> list[dict[str, Any]]:
@@ -121,6 +121,7 @@ def test_torch_mlp_on_digits_reaches_centralised_accuracy(
     assert [r.round for r in result.history] == list(range(1, ROUNDS + 1))
     assert all(r.sites == ["s0", "s1", "s2"] and not r.refused for r in result.history)
     federated = result.history[-1].metrics["accuracy"]
+    print(f"torch MLP on digits, 3 sites: centralised {accuracy:.4f}, federated {federated:.4f}")
     assert federated >= accuracy - 0.03, (federated, accuracy)
     assert federated > 0.9
     # the model keeps torch's float32 state, tensor for tensor, and predicts what it scored

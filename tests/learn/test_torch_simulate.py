@@ -57,6 +57,7 @@ def test_simulate_iid_reaches_the_centralised_accuracy(digits: Any) -> None:
         seed=0, eval_fraction=0.0, test=(Xte, yte),
     )  # fmt: skip
     federated = result.history[-1].metrics["accuracy"]
+    print(f"torch MLP on digits, 4 IID clients: centralised {central:.4f}, IID {federated:.4f}")
     assert central > 0.93
     assert federated >= central - 0.03, (federated, central)
     assert len(result.history) == ROUNDS and len(result.history[0].sites) == 4

@@ -268,16 +268,19 @@ class _KillAndRestart(_Watch):
 def test_an_async_site_killed_then_restarted_takes_part_again(
     digits: tuple[Path, list[pa.Table]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from dalang.learn import async_rounds
     from dalang.learn.rounds import load_checkpoint, runs_dir
 
-    # s0 and s1 take ~20 ms a step, so the run goes on while s2 starts again (seconds)
+    # s0 and s1 take ~20 ms a step, so the run goes on while s2 starts again (seconds; more
+    # on a loaded machine); retries every 0.5 s at most, so s2 is asked soon after it is back
     monkeypatch.setenv("DALANG_TEST_SLOW_SECONDS", "0.02")
+    monkeypatch.setattr(async_rounds, "RETRY_MAX_S", 0.5)
     slow = {"udf_modules": ["_slow_site"]}
     configs = _configs(digits[0], s0=slow, s1=slow, s2={"listen": f"127.0.0.1:{_free_port()}"})
     with dl.Federation.local(configs) as fed:
         strategy = _KillAndRestart(fed, "s2", at=3)
         with pytest.raises(_Stop):
-            _train(fed, rounds=1000, min_sites=2, strategy=strategy, round_timeout=10.0)
+            _train(fed, rounds=3000, min_sites=2, strategy=strategy, round_timeout=10.0)
         assert strategy.error is None, strategy.error
         assert strategy.restarted.is_set() and strategy.back_at is not None
     (directory,) = runs_dir().iterdir()

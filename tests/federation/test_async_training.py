@@ -76,64 +76,6 @@ def test_fedbuff_over_sites_uses_the_fast_sites_more_and_does_not_wait_for_a_str
     assert history[-1].metrics["num_examples"] > 0
 
 
-class _KillAt:
-    """FedBuff that kills a site's process once it made version ``at`` (an async strategy of
-    one's own: it declares ``asynchronous`` and shows ``buffer_size``, ``version``, ``applied``)."""
-
-    asynchronous = True
-
-    def __init__(self, fed: Any, site: str, at: int) -> None:
-        from dalang import learn
-
-        self.inner = learn.FedBuff(buffer_size=2)
-        self.fed, self.site, self.at = fed, site, at
-        self.buffer_size = self.inner.buffer_size
-
-    @property
-    def version(self) -> int:
-        return self.inner.version
-
-    @property
-    def applied(self) -> list[FitResult]:
-        return self.inner.applied
-
-    def initialize(self, weights: Weights) -> Weights:
-        return self.inner.initialize(weights)
-
-    def configure_fit(self, round: int) -> dict[str, Any]:
-        return self.inner.configure_fit(round)
-
-    def aggregate(self, round: int, current: Weights, results: list[FitResult]) -> Weights:
-        out = self.inner.aggregate(round, current, results)
-        if self.inner.version == self.at and self.fed.processes[self.site].poll() is None:
-            self.fed.processes[self.site].kill()
-            self.fed.processes[self.site].wait(10)
-        return out
-
-
-def test_a_site_killed_in_async_training_is_left_out(digits: tuple[Path, list[pa.Table]]) -> None:
-    with dl.Federation.local(_configs(digits[0])) as fed:
-        result = _train(fed, rounds=8, min_sites=2, strategy=_KillAt(fed, "s2", 3))
-        with pytest.raises(FederationError, match="fewer than min_sites=3"):
-            _train(fed, rounds=2, min_sites=3)
-    assert [r.round for r in result.history] == list(range(1, 9))
-    assert sum("s2" in r.dropped for r in result.history) == 1
-    # s2 dies as version 3 is made; an update it had already sent may still make version 4
-    shown = [(r.round, r.sites, r.dropped) for r in result.history]
-    assert sum("s2" in r.sites for r in result.history[3:]) <= 1, shown
-    assert all(sorted(r.sites) == ["s0", "s1"] for r in result.history[4:]), shown
-    assert result.history[-1].metrics["accuracy"] > 0.85
-
-
-def test_async_training_resumes_from_its_checkpoint(fed: Any) -> None:
-    first = _train(fed, rounds=3)
-    resumed = _train(fed, rounds=6, resume=first.run_id)
-    assert resumed.run_id == first.run_id
-    assert [r.round for r in resumed.history] == [1, 2, 3, 4, 5, 6]
-    assert resumed.history[:3] == first.history
-    assert resumed.history[-1].metrics["accuracy"] > 0.85
-
-
 class _Stop(Exception):
     """Raised from a test's hook to stop a run (as a crash of the coordinator would)."""
 
@@ -176,6 +118,44 @@ class _Watch:
         out = self.inner.aggregate(round, current, results)
         self.calls.append((pending, results, self.inner.version, out))
         return out
+
+
+class _KillAt(_Watch):
+    """FedBuff that kills a site's process once it made version ``at``."""
+
+    def __init__(self, fed: Any, site: str, at: int) -> None:
+        super().__init__(buffer_size=2)
+        self.fed, self.site, self.at = fed, site, at
+
+    def aggregate(self, round: int, current: Weights, results: list[FitResult]) -> Weights:
+        out = super().aggregate(round, current, results)
+        if self.inner.version == self.at and self.fed.processes[self.site].poll() is None:
+            self.fed.processes[self.site].kill()
+            self.fed.processes[self.site].wait(10)
+        return out
+
+
+def test_a_site_killed_in_async_training_is_left_out(digits: tuple[Path, list[pa.Table]]) -> None:
+    with dl.Federation.local(_configs(digits[0])) as fed:
+        result = _train(fed, rounds=8, min_sites=2, strategy=_KillAt(fed, "s2", 3))
+        with pytest.raises(FederationError, match="fewer than min_sites=3"):
+            _train(fed, rounds=2, min_sites=3)
+    assert [r.round for r in result.history] == list(range(1, 9))
+    assert sum("s2" in r.dropped for r in result.history) == 1
+    # s2 dies as version 3 is made; an update it had already sent may still make version 4
+    shown = [(r.round, r.sites, r.dropped) for r in result.history]
+    assert sum("s2" in r.sites for r in result.history[3:]) <= 1, shown
+    assert all(sorted(r.sites) == ["s0", "s1"] for r in result.history[4:]), shown
+    assert result.history[-1].metrics["accuracy"] > 0.85
+
+
+def test_async_training_resumes_from_its_checkpoint(fed: Any) -> None:
+    first = _train(fed, rounds=3)
+    resumed = _train(fed, rounds=6, resume=first.run_id)
+    assert resumed.run_id == first.run_id
+    assert [r.round for r in resumed.history] == [1, 2, 3, 4, 5, 6]
+    assert resumed.history[:3] == first.history
+    assert resumed.history[-1].metrics["accuracy"] > 0.85
 
 
 def test_a_resumed_fedbuff_run_counts_the_updates_it_had_buffered(fed: Any) -> None:

@@ -11,6 +11,7 @@ constants mean the same thing when placement reads them.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -56,6 +57,9 @@ SPARK_SIZES = (10_000, 1_000_000)
 UDF_MAX_ROWS = 100_000
 DIM_ROWS = 1_000
 GROUPS = 100
+#: Rows per row group of the measured Parquet files: from 10^6 rows engines read row groups
+#: in parallel, as they do large files (one group of 10^6 rows would time one core only).
+ROW_GROUP_ROWS = 1 << 17
 
 #: (kind, fragment, inputs, baseline): the baseline reads the same inputs, without the operator.
 Case = tuple[str, Node, dict[str, pa.Table], tuple[Node, dict[str, pa.Table]] | None]
@@ -120,6 +124,7 @@ def _cases(fact: pa.Table, stored: Source, dim: Source) -> list[Case]:
     src = Scan(parquet)
     dim_in = Scan(dim)
     pairs_in = Scan(parquet, ("k", "tag"))
+    join_in = Scan(parquet, ("fk", "v"))
     numeric = ("k", "fk", "x", "v")
 
     def tail(node: Node, *columns: str) -> Aggregate:
@@ -153,11 +158,14 @@ def _cases(fact: pa.Table, stored: Source, dim: Source) -> list[Case]:
         ("Scan.filtered", tail(Scan(parquet, ("k", "v"), _lt("x", 0.01)), "k", "v"), {}, None),
         ("Filter", tail(Filter(src, _lt("x", 0.5)), "v"), {}, base("x", "v")),
         ("Project", tail(Project(src, (Column("k"), x2)), "x2"), {}, base("x")),
+        # the columns a placed join reads once projections are pushed down: its features
+        # (input rows and bytes) are then those placement prices, and a per-byte fit of a
+        # 6-column input does not make a 2-column join look 4x cheaper than measured
         (
             "Join",
-            tail(Join(src, dim_in, "inner", ("fk",), ("d_key",)), "d_weight"),
+            tail(Join(join_in, dim_in, "inner", ("fk",), ("d_key",)), "v", "d_weight"),
             {},
-            base("fk"),
+            (tail(join_in, "fk", "v"), {}),
         ),
         ("Aggregate", Aggregate(src, ("k",), sums), {}, base("k", "v")),
         ("Aggregate.decimal", Aggregate(src, ("k",), decimal_sums), {}, base("k")),
@@ -255,7 +263,7 @@ def _calibrate_local(
         def files(n: int) -> Iterator[list[Case]]:
             fact = _fact(n)
             path = str(Path(tmp) / f"fact-{n}.parquet")
-            pq.write_table(fact, path, row_group_size=min(n, 1 << 20))
+            pq.write_table(fact, path, row_group_size=ROW_GROUP_ROWS)
             yield _cases(fact, ParquetSource(path), ParquetSource(dim_path))
 
         startup = {
@@ -300,7 +308,7 @@ def _calibrate_spark(
         for n in sizes:
             fact = _fact(n)
             path = str(Path(tmp) / f"fact-{n}.parquet")
-            pq.write_table(fact, path, row_group_size=min(n, 1 << 20))
+            pq.write_table(fact, path, row_group_size=ROW_GROUP_ROWS)
             by_size[n] = _cases(fact, ParquetSource(path), dim)
         warm = _stage_startup(platform, StageInput("in", _TINY.schema, 1.0), repeat=3)
         samples: dict[str, list[tuple[float, float, float]]] = {}
@@ -435,22 +443,26 @@ def _measure(
     samples: dict[str, dict[str, list[tuple[float, float, float]]]] = {
         p.name: {} for p in platforms
     }
-    took: list[tuple[int, float]] = []
+    # per platform: a slow one (Python) that would not fit a size leaves only itself out,
+    # and the fast engines, measured first, still get the large sizes placement decides at
+    took: dict[str, list[tuple[int, float]]] = {p.name: [] for p in platforms}
     for n in sizes:
-        now = time.perf_counter()
-        if now >= deadline or now + _predicted(took, n) > deadline:
-            break  # the next size (~10x the last) would not fit
+        if time.perf_counter() >= deadline:
+            break
         with make_cases(n) as cases:
-            for p in platforms:
+            for p in sorted(platforms, key=lambda p: took[p.name][-1][1] if took[p.name] else 0):
+                now = time.perf_counter()
+                if now >= deadline or now + _predicted(took[p.name], n) > deadline:
+                    continue  # this size (~10x the last) would not fit for this platform
                 for case in cases:
                     if time.perf_counter() >= deadline:
                         break
                     point = _sample(p, case, n, repeat, startup[p.name])
                     if point is not None:
                         samples[p.name].setdefault(case[0], []).append(point)
+                took[p.name].append((n, time.perf_counter() - now))
                 if progress is not None:
                     progress(f"{p.name}: {n:,} rows")
-        took.append((n, time.perf_counter() - now))
     return samples
 
 
@@ -484,7 +496,11 @@ def _predicted(took: Sequence[tuple[int, float]], n: int) -> float:
     """Seconds a size of ``n`` rows will take, extrapolated from the sizes measured so far.
 
     Small sizes mostly pay fixed costs: from one size, ten times the rows are taken to
-    take four times as long (and so on in proportion); from two, the line through them.
+    take four times as long (and so on in proportion); from two, the power law through
+    them (``t = c * n ** e``, ``e`` between 0.5 and 1). A straight line through two small
+    sizes takes their growth for per-row cost and predicts a million rows at two to four
+    times what they take: the size was left out, and constants fitted below 10^5 rows
+    (one-threaded start-ups, not per-row work) placed large joins on the wrong engine.
     """
     if not took:
         return 0.0
@@ -492,8 +508,10 @@ def _predicted(took: Sequence[tuple[int, float]], n: int) -> float:
         n1, t1 = took[0]
         return t1 * max(1.0, 0.4 * n / max(n1, 1))
     (n1, t1), (n2, t2) = took[-2], took[-1]
-    slope = max(t2 - t1, 0.0) / max(n2 - n1, 1)
-    return max(t2 + slope * (n - n2), t2)
+    if n2 <= n1 or t1 <= 0.0 or t2 <= 0.0:
+        return t2 * max(1.0, n / max(n2, 1))
+    exponent = min(max(math.log(t2 / t1) / math.log(n2 / n1), 0.5), 1.0)
+    return t2 * max(1.0, n / n2) ** exponent
 
 
 def _fit(

@@ -60,7 +60,8 @@ def test_a_query_answered_before_sigterm_is_in_the_audit_log_after_exit(
     }
     fed = dl.Federation.local([config], timeout=20.0)
     try:
-        state = Path(fed._tmpdir) / "solo"  # type: ignore[attr-defined]
+        assert fed._tmpdir is not None
+        state = Path(fed._tmpdir) / "solo"
         got = fed.table("t").filter(dl.col("x") >= 30).collect()
         assert sorted(r["x"] for r in got) == list(range(30, 40))
         process = fed.processes["solo"]

@@ -130,8 +130,15 @@ class Context:
         return self._history
 
     def close(self) -> None:
+        """Close the engines and store the history's queued runs.
+
+        Raises HistoryWriteFailed (after closing the engines) when some runs could not
+        be stored.
+        """
         for p in [*self._platforms.values(), *self._databases.values()]:
             p.close()
+        if self._history is not None:
+            self._history.close()
 
     def __enter__(self) -> Context:
         return self
@@ -352,7 +359,7 @@ class Context:
         plan_text = "\n".join(describe(n) for n in walk_plan(placed.root))
         run_id = None
         with contextlib.suppress(OSError, DalangError):
-            # the history is best effort; a full disk must not fail the query
+            # queued for the history's writer: the query does not wait for the disk
             run_id = self._history.record(
                 plan=plan_text,
                 platforms={placed.platform_of(n).name for n in walk_plan(placed.root)},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -103,3 +104,23 @@ def test_concurrent_queries_from_threads_are_all_recorded(tmp_path: Path) -> Non
     assert errors == []
     assert len(History(path).runs(limit=1000)) == threads * each
     assert _stored(path, "runs") == threads * each
+
+
+def test_a_forked_child_writes_its_own_runs(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    ctx = dl.Context(history=path, progress=False)
+    query = _query(ctx)
+    query.collect()  # the parent's writer thread is running now
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the writer has no thread until it writes
+        code = 1
+        try:
+            query.collect()
+            ctx.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    ctx.close()
+    assert _stored(path, "runs") == 2

@@ -111,6 +111,10 @@ class _Writer:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._start()
+
+    def _start(self) -> None:
+        """Fresh state: at creation, and in a forked child (whose copy has no thread)."""
         self._queue: queue.Queue[_Job] = queue.Queue(QUEUE_SIZE)
         self._lock = threading.Lock()  # the thread's start and end
         self._done = threading.Condition()
@@ -219,6 +223,17 @@ def _writer(path: Path) -> _Writer:
         if writer is None:
             writer = _writers[key] = _Writer(key)
         return writer
+
+
+def _after_fork() -> None:
+    # the parent's thread does not exist in the child, nor does it write the child's runs
+    global _writers_lock
+    _writers_lock = threading.Lock()
+    for writer in _writers.values():
+        writer._start()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 @atexit.register

@@ -79,3 +79,16 @@ def test_the_join_is_measured_over_the_columns_a_placed_join_reads(tmp_path: Pat
     assert rows == pytest.approx(placed_rows)
     # within 1.5x (the user's join also reads k): a 6-column input would be ~3x
     assert placed_bytes / 1.5 < nbytes < placed_bytes * 1.5
+
+
+def test_scans_are_measured_at_two_widths(tmp_path: Path) -> None:
+    # at one width rows and bytes grow together and a fit cannot tell per-row from
+    # per-byte cost: a join's 2-column scan was priced like the 4-column one measured
+    fact = _fact(10_000)
+    fact_path, dim_path = tmp_path / "fact.parquet", tmp_path / "dim.parquet"
+    pq.write_table(fact, fact_path)
+    pq.write_table(_dim(), dim_path)
+    cases = _cases(fact, ParquetSource(str(fact_path)), ParquetSource(str(dim_path)))
+    widths = {nbytes / rows for rows, nbytes in (_features(c[1]) for c in cases if c[0] == "Scan")}
+    assert len(widths) == 2
+    assert max(widths) > 1.5 * min(widths)

@@ -270,3 +270,27 @@ def test_stages_calling_python_functions_do_not_move_the_operators_around_them()
             got = fit.params.operator_cost(kind, rows, 8 * rows)
             assert got == pytest.approx(params.operator_cost(kind, rows, 8 * rows), rel=0.05)
     assert "MapRows" not in fit.moved
+
+
+def test_refits_toward_a_fixed_prior_do_not_compound() -> None:
+    """Stages say a filter's fixed cost is 8x the prior's: five refits leave it at 2x.
+
+    Stepped from the last refit's constants, each refit doubled it again (DuckDB's fixed
+    costs grew 2-15x in one learning run); its per-row term, within the bound, still moves.
+    """
+    prior = CostParams(1e-3, 1e-8, 0.0, ops={"Filter": (1e-3, 1e-8, 0.0)})
+    records = [
+        StageRecord("x", 1e-3 + 8e-3 + 1.5e-8 * rows, [("Filter", rows, 8 * rows)])
+        for rows in (1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7, 2e7) * 2
+    ]
+    params = prior
+    for _ in range(5):
+        params = refit_params(params, records, prior=prior)  # as the Learner does
+    fixed, per_row, _ = params.ops["Filter"]
+    assert fixed <= 1e-3 * MAX_STEP * (1 + 1e-9)
+    assert per_row > 1.2e-8  # it moved toward the 1.5e-8 the stages say
+    for rows in (1e3, 1e5, 1e7):
+        ratio = params.operator_cost("Filter", rows, 8 * rows) / prior.operator_cost(
+            "Filter", rows, 8 * rows
+        )
+        assert 1 / MAX_STEP * (1 - 1e-9) <= ratio <= MAX_STEP * (1 + 1e-9)

@@ -45,8 +45,11 @@ Hence these guards, each cheap and each keeping the fit linear:
   time is the user's, and it landed on the operators around it (Python's
   Aggregate start-up tripled in one learning run, so small filter+aggregates
   went to DuckDB);
-* trust region: one refit moves a kind's cost at any size it was seen, and at
-  ``EXTRAPOLATE`` times the largest, by at most ``MAX_STEP``;
+* trust region: a kind's cost at any size it was seen, and at ``EXTRAPOLATE`` times
+  the largest, stays within ``MAX_STEP`` of the prior's, and so does each of its terms:
+  measured from the prior, not from the last refit, so refits do not compound (DuckDB's
+  fixed costs, only their sum told apart, doubled refit after refit: 2-15x in 5 refits of
+  one learning run, and joins of 10^2-10^5 rows went to Polars);
 * hold-out: every ``HOLDOUT_EVERY``-th stage is left out of the fit, and a refit
   that predicts those (mean ``|log(predicted / actual)|``) no better than the
   current constants is refused.
@@ -429,16 +432,24 @@ def fit_stages(
     a = np.asarray(rows_a)
     scale = np.maximum(np.abs(a).max(axis=0), 1e-30)
     solution = (nnls(a / scale, np.asarray(rows_b)) / scale).tolist()
-    # the trust region: each kind (and the start-up) steps toward its fit as far as no cost
-    # of it moves more than MAX_STEP; the hold-out judges the result as a whole
-    new_startup = solution[0] if startup_free else params.startup_s
-    step = _step((params.startup_s, 0, 0), (new_startup, 0, 0), [(0, 0, r.seconds) for r in train])
-    startup = params.startup_s + step * (new_startup - params.startup_s)
+    # the trust region, measured from the prior (not from the last refit's constants: from
+    # those, refits of much the same stages compounded, 2x each, and DuckDB's fixed costs,
+    # of which only the sum is told apart, grew 2-15x in 5 refits of one learning run, so
+    # joins of 10^2-10^5 rows went to Polars). Each term is first kept within MAX_STEP of
+    # the prior's (a fixed cost at its bound leaves the per-row term free to move), then
+    # each kind steps from the prior as far as no cost of it moves more than MAX_STEP from
+    # the prior's; the hold-out judges the result as a whole
+    seconds = [r.seconds for r in train]
+    base_startup = anchor.startup_s if startup_free else params.startup_s
+    new_startup = _clip((base_startup, 0, 0), (solution[0], 0, 0), [(0, 0, min(seconds))])[0]
+    new_startup = new_startup if startup_free else params.startup_s
+    step = _step((base_startup, 0, 0), (new_startup, 0, 0), [(0, 0, s) for s in seconds])
+    startup = base_startup + step * (new_startup - base_startup)
     fitted: dict[str, OpCost] = {}
     for kind in free:
-        j, old = column[kind], current[kind]
-        new = (solution[j], solution[j + 1], solution[j + 2])
+        j, old = column[kind], _current(anchor, kind)
         points = [(rows, b, r.seconds) for r in train for k, rows, b in r.ops if k == kind]
+        new = _clip(old, (solution[j], solution[j + 1], solution[j + 2]), points)
         t = _step(old, new, _and_beyond(points))
         fitted[kind] = (
             old[0] + t * (new[0] - old[0]),
@@ -516,6 +527,20 @@ def _step(old: OpCost, new: OpCost, points: list[tuple[float, float, float]]) ->
         elif after < before / MAX_STEP:
             t = min(t, (before - before / MAX_STEP) / (before - after))
     return max(t, 0.0)
+
+
+def _clip(old: OpCost, new: OpCost, points: list[tuple[float, float, float]]) -> OpCost:
+    """``new`` with each term within ``MAX_STEP`` of ``old``'s; a term ``old`` has at zero
+    may grow to ``FREE_SHARE`` of the smallest stage it is in."""
+    out = []
+    for i, (before, after) in enumerate(zip(old, new, strict=True)):
+        if before > 0:
+            out.append(min(max(after, before / MAX_STEP), before * MAX_STEP))
+            continue
+        features = [((1.0, rows, nbytes)[i], seconds) for rows, nbytes, seconds in points]
+        ceilings = [FREE_SHARE * seconds / f for f, seconds in features if f > 0]
+        out.append(min([after, *ceilings]))
+    return (out[0], out[1], out[2])
 
 
 def _and_beyond(points: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:

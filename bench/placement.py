@@ -50,7 +50,8 @@ million rows; planning a 30-operator plan in < 10 ms. Results go to
 model's placement; the top-level ``seconds["auto"]``, ``auto_platforms``,
 ``within`` and ``auto_vs_fastest_forced`` keep their meaning for the first model;
 ``learned_refits``: every refit of the learned model, accepted or refused and why, with
-the constants before and as fitted). An automatic plan that fails counts as a miss.
+the constants before and as fitted; ``learned_vs_calibrated``: per platform, how many
+refits were accepted and each moved kind's learned cost over its calibrated one). An automatic plan that fails counts as a miss.
 """
 
 from __future__ import annotations
@@ -607,6 +608,40 @@ def refit_log(ctx: dl.Context, console: Console) -> list[dict[str, Any]]:
     return out
 
 
+def learned_vs_calibrated(refits: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per platform: refits accepted, and each moved kind's learned cost over its calibrated one.
+
+    Calibrated: the constants before the platform's first refit; learned: those its last
+    accepted refit left. Costs are compared at 10^4 and 10^6 input rows of 16 bytes.
+    """
+    out: dict[str, Any] = {}
+    for fit in refits:
+        entry = out.setdefault(
+            fit["platform"], {"refits": 0, "accepted": 0, "calibrated": {}, "learned": {}}
+        )
+        entry["refits"] += 1
+        for kind, c in fit["constants"].items():
+            entry["calibrated"].setdefault(kind, c["before"])
+        if fit["accepted"]:
+            entry["accepted"] += 1
+            entry["learned"].update({k: c["fitted"] for k, c in fit["constants"].items()})
+
+    def cost(c: list[float], rows: float) -> float:
+        return c[0] + c[1] * rows + c[2] * 16 * rows
+
+    for entry in out.values():
+        entry["cost_ratio"] = {
+            kind: {
+                f"{rows:.0e}": finite_or_none(cost(c, rows) / cost(entry["calibrated"][kind], rows))
+                if cost(entry["calibrated"][kind], rows) > 0
+                else None
+                for rows in (1e4, 1e6)
+            }
+            for kind, c in entry["learned"].items()
+        }
+    return out
+
+
 def measure_planning(ctx: dl.Context, repeat: int = 50) -> dict[str, Any]:
     dataset = thirty_operator_plan(ctx, 100)
     operators = sum(1 for _ in walk_plan(dataset.node))
@@ -788,6 +823,7 @@ def main(argv: list[str] | None = None) -> int:
                     autos["learned"], cells, args.train_runs, console, teachers=teachers
                 )
                 meta["learned_refits"] = refit_log(autos["learned"], console)
+                meta["learned_vs_calibrated"] = learned_vs_calibrated(meta["learned_refits"])
         for where, shape, rows in cells:
             if where == FILES:
                 forced = {

@@ -51,6 +51,7 @@ from dalang.federation.planning import (
 from dalang.federation.sources import SiteSource
 from dalang.federation.transport import FlightTransport, Transport
 from dalang.optimizer.placement import PlacedPlan
+from dalang.plan.memo import ByNode
 from dalang.plan.nodes import (
     PYTHON_FUNCTION_NODES,
     RELATIONAL_NODES,
@@ -201,7 +202,7 @@ class Federation:
         self._partial_sources: dict[int, SiteSource] = {}
         # fragments started by prepare(), by node identity (the node is kept alive with it)
         self._pending: dict[int, tuple[Node, cf.Future[pa.Table | None]]] = {}
-        self._texts: dict[int, tuple[Node, str]] = {}
+        self._texts: ByNode[str] = ByNode(_TEXTS_KEPT)
         self._pool = cf.ThreadPoolExecutor(max_workers=max(4, len(transports)))
         self._transports: dict[str, Transport] = {}
         self._platforms: dict[str, SitePlatform] = {}
@@ -521,15 +522,10 @@ class Federation:
         """``plan_to_json(fragment)``, kept for the fragments of cached placed plans."""
         from dalang.plan.serde import plan_to_json
 
-        with self._lock:
-            known = self._texts.get(id(fragment))
-        if known is not None and known[0] is fragment:
-            return known[1]
-        text = plan_to_json(fragment)
-        with self._lock:
-            if len(self._texts) >= _TEXTS_KEPT:
-                self._texts.pop(next(iter(self._texts)))
-            self._texts[id(fragment)] = (fragment, text)
+        text = self._texts.get(fragment)
+        if text is None:
+            text = plan_to_json(fragment)
+            self._texts.put(fragment, text)
         return text
 
     # ---- running fragments ------------------------------------------------

@@ -44,6 +44,7 @@ from dalang.federation.privacy import BudgetLedger, new_rng
 from dalang.federation.sources import SiteSource
 from dalang.plan import nodes as N
 from dalang.sources.base import Source
+from dalang.sources.files import file_stamp
 
 log = logging.getLogger("dalang.site")
 
@@ -105,13 +106,13 @@ class SourceCatalog(Mapping[str, Source]):
     def _opened(self, name: str) -> tuple[Source, tuple[int, int] | None]:
         ds = self._config.datasets[name]
         path = None if ds.is_uri else ds.source
-        stamp = _file_stamp(path) if path is not None else None
+        stamp = file_stamp(path) if path is not None else None
         return open_source(ds, base_dir=self._config.base_dir), stamp
 
     def __getitem__(self, name: str) -> Source:
         source, stamp = self._open[name]
         ds = self._config.datasets[name]
-        if stamp is not None and _file_stamp(ds.source) != stamp:
+        if stamp is not None and file_stamp(ds.source) != stamp:
             with self._lock:
                 if self._open[name][1] == stamp:  # not opened again by another request
                     self._open[name] = self._opened(name)
@@ -123,14 +124,6 @@ class SourceCatalog(Mapping[str, Source]):
 
     def __len__(self) -> int:
         return len(self._open)
-
-
-def _file_stamp(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size
 
 
 def published_schema(source: Source, ds: DatasetConfig) -> pa.Schema:
@@ -317,10 +310,6 @@ class SiteServer(flight.FlightServerBase):  # type: ignore[misc]
                 raise ConfigError("site config", "site.udf_modules", str(e)) from None
 
     # ---- helpers ----
-    def _context(self) -> ContextPool:
-        """What runs bound plans here (``.execute(plan)``); kept for the Flower site app."""
-        return self.engines
-
     def audit_event(self, **fields: Any) -> None:
         """Append to the audit log; a failing log write is reported, never raised to the caller."""
         try:

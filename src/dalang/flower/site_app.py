@@ -147,7 +147,7 @@ def _data(server: SiteServer, key_text: str, plan: Any) -> tuple[Any, int, list[
             state.data.move_to_end(key)
             return cached
     try:
-        table: pa.Table = server._context().execute(bind_sources(plan, server._sources))
+        table: pa.Table = server.engines.execute(bind_sources(plan, server._sources))
     except FederationError:
         raise
     except Exception as e:

@@ -14,6 +14,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from dalang.errors import PlatformError
+from dalang.plan.memo import ByNode
 from dalang.plan.nodes import (
     RELATIONAL_NODES,
     Node,
@@ -93,7 +94,7 @@ class DuckDBPlatform(Platform):
         self._names = itertools.count(1)
         # SQL of fragments that read only Parquet (nothing registered), by fragment identity:
         # a cached placed plan hands the same node again, and sqlglot costs ~2 ms a query
-        self._compiled: dict[int, tuple[Node, CompiledSql]] = {}
+        self._compiled: ByNode[CompiledSql] = ByNode(_COMPILED_KEPT)
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
@@ -143,17 +144,12 @@ class DuckDBPlatform(Platform):
         # a cursor per query: its own registrations, and safe beside other running queries
         cursor = self._connection().cursor()
         try:
-            known = self._compiled.get(id(fragment))
-            if known is not None and known[0] is fragment:
-                compiled = known[1]
-            else:
+            compiled = self._compiled.get(fragment)
+            if compiled is None:
                 registered: list[str] = []
                 compiled = compile_fragment(fragment, leaf=self._leaves(cursor, inputs, registered))
                 if not registered:
-                    with self._lock:
-                        if len(self._compiled) >= _COMPILED_KEPT:
-                            self._compiled.pop(next(iter(self._compiled)))
-                        self._compiled[id(fragment)] = (fragment, compiled)
+                    self._compiled.put(fragment, compiled)
             yield cursor, compiled
         except duckdb.Error as e:
             raise PlatformError(self.name, str(e)) from e

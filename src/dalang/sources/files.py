@@ -26,7 +26,7 @@ def _check_path(path: str) -> None:
         raise SourceNotFound(path)
 
 
-def _file_stamp(path: str) -> tuple[int, int] | None:
+def file_stamp(path: str) -> tuple[int, int] | None:
     """Modification time and size of ``path`` (None when it cannot be read yet)."""
     try:
         st = os.stat(path)
@@ -56,7 +56,7 @@ class _FileSource(Source):
     def __post_init__(self) -> None:
         # Which version of the file this is: plan caches are process-wide, and a file
         # rewritten with other columns must not be taken for the one read before.
-        object.__setattr__(self, "_stamp", _file_stamp(self.path))
+        object.__setattr__(self, "_stamp", file_stamp(self.path))
 
     def __eq__(self, other: object) -> bool:
         return (
